@@ -1,0 +1,41 @@
+# Two entry points do all set-up on a fresh machine: `make test` and `make demo`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: all venv binaries lint test unit integration demo bench-solver clean-clusters
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and
+# kwokctl from Go modules into ~/.cache/phalanx/bin/<version> once; instant afterwards.
+binaries:
+	bash hack/build-controlplane.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected no test: make treats that as failure, as it should.
+test: venv binaries lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: venv binaries
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+demo: venv binaries
+	$(PY) -m localcluster.demo
+
+clean-clusters: venv
+	$(PY) -c "from localcluster.cluster import remove_stale_clusters as r; print(r())"

@@ -1,0 +1,71 @@
+"""python -m localcluster up|down|status|summary: a real local control plane for Phalanx."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from localcluster.cluster import ClusterError, LocalCluster
+from localcluster.synthnodes import populate
+from scheduler.kube import api_path
+from topology.presets import resolve_preset
+from topology.summary import render_table, summarize_levels
+from topology.synthetic import SHAPES, ClusterSpec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a cluster (reused if up) and print its kubeconfig")
+    up.add_argument("--name", default="phalanx-dev")
+    up.add_argument("--nodes", type=int, default=0, help="synthetic accelerator nodes to add")
+    up.add_argument("--shape", choices=sorted(SHAPES), default="p5")
+    up.add_argument("--occupancy", type=float, default=0.0,
+                    help="fraction of nodes already busy with existing load")
+    up.add_argument("--seed", type=int, default=0)
+    for name in ("down", "status", "summary"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--name", default="phalanx-dev")
+    args = parser.parse_args(argv)
+
+    cluster = LocalCluster(name=args.name)
+    try:
+        if args.command == "up":
+            return _up(cluster, args)
+        if args.command == "down":
+            cluster.down()
+            print(f"cluster {args.name} removed", file=sys.stderr)
+            return 0
+        if args.command == "status":
+            print(json.dumps(cluster.status(), indent=2))
+            return 0
+        nodes, _ = cluster.kube().list_all(api_path("", "v1", "nodes"))
+        print(render_table(summarize_levels(nodes, resolve_preset("aws"))))
+        return 0
+    except (ClusterError, ValueError, TimeoutError) as exc:
+        print(f"localcluster: {exc}", file=sys.stderr)
+        return 1
+
+
+def _up(cluster: LocalCluster, args: argparse.Namespace) -> int:
+    spec = ClusterSpec(nodes=args.nodes, shape=args.shape, occupancy=args.occupancy,
+                       seed=args.seed)
+    spec.validate()
+    start = time.monotonic()
+    cluster.up()
+    print(f"cluster {cluster.name} up in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    if args.nodes:
+        done = populate(cluster.kube(), spec)
+        print(f"{done.nodes.created} nodes created at {done.nodes.per_second:.0f}/s "
+              f"({done.nodes.existed} existed), all Ready after {done.ready_s:.1f}s more",
+              file=sys.stderr)
+        if done.load:
+            print(f"{done.load.created} existing-load pods created", file=sys.stderr)
+    print(cluster.kubeconfig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

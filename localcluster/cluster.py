@@ -1,0 +1,256 @@
+"""A real local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+and kwok-controller (fake kubelets) as local processes, managed through `kwokctl --runtime
+binary` with binaries built from Go modules (no container engine, no downloads).
+
+Cluster state lives under one work folder (default ~/.cache/phalanx/kwok); each cluster's
+processes carry its folder in their command line, which is how `processes()` finds them
+and how `down()` proves nothing is left behind. Clusters named `<prefix><pid>` belong to
+that process: one whose process is gone is stale and removed by the next `up()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localcluster.binaries import ensure_binaries, kubernetes_version
+from scheduler.errors import ApiError
+from scheduler.kube import KubeClient, RetryPolicy, api_path
+
+DEFAULT_WORKDIR = Path(
+    os.environ.get("PHALANX_KWOK_WORKDIR", Path.home() / ".cache" / "phalanx" / "kwok")
+)
+OWNED_PREFIX = "phalanx-test-"
+ETCD_VERSION = "3.6.16"
+
+# Raised apiserver limits and no client QPS limits, as Kubernetes' own scale tests run;
+# etcd skips fsync (a throwaway cluster: durability buys nothing, and fsync on a shared
+# disk would make every benchmark measure the disk).
+EXTRA_ARGS: dict[str, dict[str, str]] = {
+    "kube-apiserver": {"max-requests-inflight": "3000", "max-mutating-requests-inflight": "1000"},
+    "etcd": {"unsafe-no-fsync": "true", "quota-backend-bytes": str(8 << 30)},
+}
+
+
+class ClusterError(RuntimeError):
+    """The control plane did not come up or go down; the message carries kwokctl's output."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@dataclass
+class LocalCluster:
+    name: str = "phalanx-dev"
+    workdir: Path = DEFAULT_WORKDIR
+    bin_dir: Path | None = None
+    extra_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    _kube: KubeClient | None = field(default=None, repr=False)
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.workdir / "clusters" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster_dir / "kubeconfig.yaml"
+
+    @classmethod
+    def for_this_process(cls, **kwargs: Any) -> LocalCluster:
+        """A cluster owned by this process: stale once the process is gone."""
+        return cls(name=f"{OWNED_PREFIX}{os.getpid()}", **kwargs)
+
+    # -- kwokctl ---------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        bin_dir = self.bin_dir or ensure_binaries()
+        self.bin_dir = bin_dir
+        env = os.environ.copy()
+        env.update(
+            KWOK_WORKDIR=str(self.workdir),
+            KWOK_KUBE_VERSION=kubernetes_version(),
+            KWOK_KUBE_BINARY_PREFIX=str(bin_dir),
+            KWOK_KUBECTL_BINARY=str(bin_dir / "kubectl"),
+            KWOK_CONTROLLER_BINARY=str(bin_dir / "kwok"),
+            KWOK_ETCD_BINARY=str(bin_dir / "etcd"),
+            KWOK_ETCD_VERSION=ETCD_VERSION,
+            PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        )
+        return env
+
+    def _kwokctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = self._env()
+        assert self.bin_dir is not None
+        return subprocess.run(
+            [str(self.bin_dir / "kwokctl"), *args, "--name", self.name],
+            capture_output=True, text=True, env=env, timeout=timeout,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+    def up(self, timeout: float = 180) -> LocalCluster:
+        """Starts the cluster (or reuses it when this name is already up and healthy) and
+        waits until it serves pods: apiserver ready and the default ServiceAccount made."""
+        remove_stale_clusters(self.workdir)
+        if self.cluster_dir.exists():
+            if self.healthy():
+                return self
+            self.down()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / f"{self.name}.kwokctl.yaml"
+        config.write_text(self._kwokctl_config())
+        done = self._kwokctl(
+            "create", "cluster", "--config", str(config), "--runtime", "binary",
+            "--kubeconfig", "", "--disable-qps-limits", "--kube-authorization",
+            "--kube-admission", "--wait", f"{int(timeout)}s", timeout=timeout + 60,
+        )
+        if done.returncode != 0:
+            logs = self._collect_logs()
+            self.down()
+            raise ClusterError(
+                f"kwokctl create cluster {self.name} failed (exit {done.returncode}):\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{logs}"
+            )
+        self._wait_serving(deadline=time.monotonic() + timeout)
+        return self
+
+    def _kwokctl_config(self) -> str:
+        """Component flags as a KwokctlConfiguration: kwokctl 0.8's --extra-args mis-indexes
+        a second flag for the same component, the config file's componentsPatches do not."""
+        merged = {name: dict(args) for name, args in EXTRA_ARGS.items()}
+        for name, args in self.extra_args.items():
+            merged.setdefault(name, {}).update(args)
+        patches = [
+            {"name": name,
+             "extraArgs": [{"key": key, "value": value} for key, value in sorted(args.items())]}
+            for name, args in sorted(merged.items())
+        ]
+        return json.dumps({
+            "kind": "KwokctlConfiguration", "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "componentsPatches": patches,
+        }, indent=2)
+
+    def _wait_serving(self, deadline: float) -> None:
+        kube = self.kube()
+        sa = api_path("", "v1", "serviceaccounts", "default", "default")
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                kube.request("GET", "/readyz")
+                kube.get(sa)
+                return
+            except (ApiError, ValueError) as exc:
+                last = exc
+                time.sleep(0.25)
+        raise ClusterError(f"cluster {self.name} not serving in time: {last}\n"
+                           f"{self._collect_logs()}")
+
+    def down(self) -> None:
+        """Stops every process of the cluster and removes its folder; verifies the result."""
+        if self.cluster_dir.exists():
+            # When kwokctl cannot read its own state, the hard kill below still cleans up.
+            self._kwokctl("delete", "cluster", timeout=120)
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+        (self.workdir / f"{self.name}.kwokctl.yaml").unlink(missing_ok=True)
+        self._kube = None
+        left = self.processes()
+        if left:
+            raise ClusterError(f"cluster {self.name}: processes survived teardown: {left}")
+
+    def processes(self) -> list[int]:
+        """PIDs of every live process whose command line names this cluster's folder."""
+        marker = str(self.cluster_dir) + "/"
+        found = []
+        for entry in Path("/proc").iterdir():
+            pid = int(entry.name) if entry.name.isdigit() else os.getpid()
+            if pid != os.getpid() and marker in _cmdline(pid) + " ":
+                found.append(pid)
+        return sorted(found)
+
+    def healthy(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        try:
+            self.kube(retry=RetryPolicy(attempts=1)).request("GET", "/readyz", timeout=5)
+        except (ApiError, ValueError, OSError):
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "name": self.name, "kubeconfig": str(self.kubeconfig),
+            "exists": self.cluster_dir.exists(), "healthy": self.healthy(),
+            "processes": len(self.processes()),
+        }
+        if info["healthy"]:
+            kube = self.kube()
+            info["version"] = kube.get("/version").get("gitVersion")
+            items, _ = kube.list_all(api_path("", "v1", "nodes"))
+            info["nodes"] = len(items)
+            info["ready_nodes"] = sum(1 for node in items if node_ready(node))
+        return info
+
+    def kube(self, retry: RetryPolicy | None = None) -> KubeClient:
+        if retry is not None:
+            return KubeClient.from_kubeconfig(str(self.kubeconfig), retry=retry)
+        if self._kube is None:
+            self._kube = KubeClient.from_kubeconfig(str(self.kubeconfig), pool_size=128)
+        return self._kube
+
+    def _collect_logs(self) -> str:
+        logs = self.cluster_dir / "logs"
+        if not logs.is_dir():
+            return ""
+        tails = []
+        for log in sorted(logs.glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()[-15:]
+            tails.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(tails)
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    for condition in node.get("status", {}).get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+def remove_stale_clusters(workdir: Path = DEFAULT_WORKDIR) -> list[str]:
+    """Deletes clusters owned by processes that no longer exist (a crashed test run)."""
+    removed = []
+    clusters = workdir / "clusters"
+    if not clusters.is_dir():
+        return removed
+    for entry in sorted(clusters.iterdir()):
+        match = re.fullmatch(re.escape(OWNED_PREFIX) + r"(\d+)", entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            LocalCluster(name=entry.name, workdir=workdir).down()
+            removed.append(entry.name)
+    return removed

@@ -1,0 +1,1 @@
+pytest_plugins = ["localcluster.pytest_plugin"]

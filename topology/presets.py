@@ -1,0 +1,92 @@
+"""Topology presets: which node labels name the network levels, top (farthest) to bottom.
+
+A preset is pure data. The AWS preset's zone level falls back to the generic zone label,
+and its fourth network layer exists only on instance families that publish it (p6-b200),
+so the tree is as deep as the labels the nodes actually carry (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ZONE = "topology.kubernetes.io/zone"
+AWS_ZONE_ID = "topology.k8s.aws/zone-id"
+AWS_LAYER = tuple(f"topology.k8s.aws/network-node-layer-{i}" for i in range(1, 5))
+TOPOGRAPH = tuple(
+    f"network.topology.nvidia.com/{name}"
+    for name in ("datacenter", "spine", "block", "accelerator")
+)
+GKE = tuple(
+    f"cloud.google.com/gce-topology-{name}" for name in ("block", "subblock", "host")
+)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the domain tree, named by the label key that carries its value."""
+
+    key: str
+    fallbacks: tuple[str, ...] = ()
+    optional: bool = False
+    """An optional level is dropped when no node carries it (AWS layer-4 on p5 clusters)."""
+
+    def value(self, labels: dict[str, str]) -> str | None:
+        for key in (self.key, *self.fallbacks):
+            found = labels.get(key)
+            if found:
+                return found
+        return None
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    levels: tuple[Level, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(level.key for level in self.levels)
+
+
+PRESETS: dict[str, Preset] = {
+    "aws": Preset(
+        "aws",
+        (
+            Level(AWS_ZONE_ID, fallbacks=(ZONE,)),
+            Level(AWS_LAYER[0]),
+            Level(AWS_LAYER[1]),
+            Level(AWS_LAYER[2]),
+            Level(AWS_LAYER[3], optional=True),
+        ),
+    ),
+    "topograph": Preset("topograph", tuple(Level(key) for key in TOPOGRAPH)),
+    "gke": Preset("gke", tuple(Level(key) for key in GKE)),
+}
+
+
+def resolve_preset(name_or_keys: str | list[str] | tuple[str, ...]) -> Preset:
+    """A preset by name, or a custom one from an ordered list of label keys."""
+    if isinstance(name_or_keys, str):
+        try:
+            return PRESETS[name_or_keys]
+        except KeyError:
+            known = ", ".join(sorted(PRESETS))
+            raise ValueError(
+                f"topology preset: expected one of {known} or a list of label keys, "
+                f"got {name_or_keys!r}"
+            ) from None
+    keys = list(name_or_keys)
+    if not keys or not all(isinstance(key, str) and key for key in keys):
+        raise ValueError(f"topology levels: expected a non-empty list of label keys, got {keys!r}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"topology levels: label keys must be distinct, got {keys!r}")
+    return Preset("custom", tuple(Level(key) for key in keys))
+
+
+def effective_levels(preset: Preset, node_labels: list[dict[str, str]]) -> tuple[Level, ...]:
+    """The preset's levels minus optional ones that no node carries."""
+    return tuple(
+        level
+        for level in preset.levels
+        if not level.optional or any(level.value(labels) for labels in node_labels)
+    )

@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
+import yaml
 
+from scheduler.gangs import GangSpecError, gang_from_pod_group, gang_from_workload
+from solver.errors import BadRequest
+from solver.request import SolverConfig
+from solver.solve import solve
+from topology.gcpause import gc_paused
+from topology.presets import PRESETS, Preset, resolve_preset
+from topology.records import RecordError, node_from_json, pod_from_json
+from topology.snapshot import build_snapshot, usage_from_pods
 from topology.synthetic import SHAPES, ClusterSpec, as_list, synth_load, synth_nodes
 
 # `--preset aws` is the default AWS accelerator fleet (p5); the others name instance shapes.
@@ -43,6 +53,80 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+class InputError(ValueError):
+    """Bad input to a CLI command: exit code 1 with this message."""
+
+
+def _load_documents(path: str) -> list[dict[str, Any]]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        if text.lstrip().startswith(("{", "[")):
+            # kubectl -o json of a 100k-node fleet: orjson, YAML parsing is ~1000x slower.
+            loaded = orjson.loads(text)
+            docs = loaded if isinstance(loaded, list) else [loaded]
+        else:
+            docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: not valid JSON or YAML: {exc}") from None
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise InputError(f"{path}: expected Kubernetes objects, got {type(doc).__name__}")
+        if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
+            out.extend(item for item in doc["items"] if isinstance(item, dict))
+        else:
+            out.append(doc)
+    return out
+
+
+def _records(path: str, kind: str) -> list[Any]:
+    parse = node_from_json if kind == "Node" else pod_from_json
+    items = [doc for doc in _load_documents(path) if doc.get("kind", kind) == kind]
+    with gc_paused():
+        try:
+            return [parse(item) for item in items]
+        except RecordError as exc:
+            raise InputError(f"{path}: {exc}") from None
+
+
+def _levels(text: str) -> Preset:
+    return resolve_preset(text if "," not in text and text in PRESETS else text.split(","))
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    nodes = _records(args.nodes, "Node")
+    if not nodes:
+        raise InputError(f"{args.nodes}: no Node objects")
+    pods = _records(args.pods, "Pod") if args.pods else []
+    gang_docs = _load_documents(args.gang)
+    pods += [pod_from_json(doc) for doc in gang_docs if doc.get("kind") == "Pod"]
+    workload = next((doc for doc in gang_docs
+                     if doc.get("kind") in ("StatefulSet", "Job", "PodGroup")), None)
+    if workload is None:
+        raise InputError(f"{args.gang}: expected a StatefulSet, Job or PodGroup manifest")
+    try:
+        if workload["kind"] == "PodGroup":
+            request = gang_from_pod_group(workload, pods)
+        else:
+            request = gang_from_workload(workload)
+    except (GangSpecError, RecordError) as exc:
+        raise InputError(f"{args.gang}: {exc}") from None
+    snapshot = build_snapshot(nodes, usage_from_pods(pods), _levels(args.levels))
+    config = SolverConfig(algorithm=args.algorithm, time_limit_s=args.time_limit)
+    try:
+        result = solve(request, snapshot, config)
+    except BadRequest as exc:
+        raise InputError(f"{args.gang}: {exc}") from None
+    _write_json(result.to_json(), None)
+    if result.status != "placed":
+        print(f"phalanx place: {request.name} cannot fit: {result.reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phalanx", description="Topology-aware gang scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", default=None, help="NodeList file (default: stdout)")
     synth.add_argument("--pods-out", default=None, help="PodList file for the existing load")
     synth.set_defaults(func=cmd_synth)
+
+    place = sub.add_parser(
+        "place", help="offline what-if: where would this gang go on these nodes?",
+        description="Exit codes: 0 placed, 2 cannot fit (reason on stderr and in the JSON), "
+                    "1 bad input.")
+    place.add_argument("--nodes", required=True, help="kubectl get nodes -o json output")
+    place.add_argument("--pods", help="kubectl get pods -A -o json output (existing load)")
+    place.add_argument("--gang", required=True,
+                       help="StatefulSet, Job or PodGroup manifest (YAML or JSON; a PodGroup's "
+                            "pods may sit in the same file or in --pods)")
+    place.add_argument("--algorithm", choices=("cpsat", "greedy"), default="cpsat")
+    place.add_argument("--levels", default="aws",
+                       help="topology preset (aws, topograph, gke) or comma-separated label keys")
+    place.add_argument("--time-limit", type=float, default=1.0, help="solver seconds")
+    place.set_defaults(func=cmd_place)
     return parser
 
 
@@ -67,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ValueError as exc:
+    except (InputError, ValueError) as exc:
         print(f"phalanx {args.command}: {exc}", file=sys.stderr)
         return 1
     return code

@@ -88,5 +88,6 @@ def effective_levels(preset: Preset, node_labels: list[dict[str, str]]) -> tuple
     return tuple(
         level
         for level in preset.levels
-        if not level.optional or any(level.value(labels) for labels in node_labels)
+        if not level.optional
+        or any(key in labels for labels in node_labels for key in (level.key, *level.fallbacks))
     )

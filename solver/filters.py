@@ -1,0 +1,102 @@
+"""Per-shape node filters, as kube-scheduler's default plugins apply them, vectorised.
+
+Each node gets the number of pods of the shape that fit on it, or 0 with the *first*
+reason it was excluded, in kube-scheduler's plugin order: NodeUnschedulable, NotReady,
+TaintToleration, NodeAffinity (nodeSelector and required affinity), NodeResourcesFit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from solver.request import PodShape
+from topology.records import BLOCKING_EFFECTS, NodeRecord
+from topology.snapshot import IntArray, TopologySnapshot
+
+BASIC_RESOURCES = frozenset({"cpu", "memory", "pods", "ephemeral-storage"})
+UNSCHEDULABLE = "node(s) were unschedulable"
+NOT_READY = "node(s) were not ready"
+AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+
+
+def taint_reason(taint: object) -> str:
+    return f"node(s) had untolerated taint {{{taint}}}"
+
+
+def insufficient(resource: str) -> str:
+    return f"Insufficient {resource}"
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeFit:
+    capacity: IntArray
+    """capacity[node] = pods of this shape that fit there now (0 when excluded)."""
+    excluded: dict[str, int]
+    """reason -> number of nodes excluded for it (first failing filter)."""
+
+
+def _matches_placement_rules(shape: PodShape, node: NodeRecord) -> bool:
+    labels = node.labels
+    for key, value in shape.node_selector.items():
+        if labels.get(key) != value:
+            return False
+    return not shape.affinity or any(term.matches(labels, node.name) for term in shape.affinity)
+
+
+def _untolerated(shape: PodShape, node: NodeRecord) -> object | None:
+    for taint in node.taints:
+        if taint.effect in BLOCKING_EFFECTS and not any(
+            tol.tolerates(taint) for tol in shape.tolerations
+        ):
+            return taint
+    return None
+
+
+def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
+    nodes = snapshot.nodes
+    count = len(nodes)
+    reasons: list[str | None] = [None] * count
+    needs_rules = bool(shape.node_selector or shape.affinity)
+    for i, node in enumerate(nodes):
+        if node.unschedulable:
+            reasons[i] = UNSCHEDULABLE
+        elif not node.ready:
+            reasons[i] = NOT_READY
+        elif node.taints and (taint := _untolerated(shape, node)) is not None:
+            reasons[i] = taint_reason(taint)
+        elif needs_rules and not _matches_placement_rules(shape, node):
+            reasons[i] = AFFINITY
+    capacity = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+    short: list[tuple[str, IntArray]] = []
+    # Accelerators first: "Insufficient nvidia.com/gpu" says more than "Insufficient cpu".
+    for resource in sorted(shape.requests, key=lambda r: (r in BASIC_RESOURCES, r)):
+        amount = shape.requests[resource]
+        if amount <= 0:
+            continue
+        free = snapshot.resource_column(resource)
+        fits = np.zeros(count, dtype=np.int64) if free is None else np.maximum(free, 0) // amount
+        short.append((resource, fits))
+        capacity = np.minimum(capacity, fits)
+    if not short:  # a shape that requests nothing: kube-scheduler's pod-count limit still holds
+        capacity = np.zeros(count, dtype=np.int64)
+    excluded: Counter[str] = Counter()
+    blocked = np.fromiter((r is not None for r in reasons), dtype=bool, count=count)
+    for reason in reasons:
+        if reason is not None:
+            excluded[reason] += 1
+    no_room = (~blocked) & (capacity == 0)
+    if no_room.any():
+        # Report the first resource the node lacks, in that same order.
+        for row in np.flatnonzero(no_room):
+            for resource, fits in short:
+                if fits[row] == 0:
+                    excluded[insufficient(resource)] += 1
+                    break
+            else:
+                excluded[insufficient("pods")] += 1
+    capacity[blocked] = 0
+    capacity.flags.writeable = False
+    return ShapeFit(capacity=capacity, excluded=dict(excluded))

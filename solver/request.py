@@ -1,0 +1,77 @@
+"""What the solver is asked: a gang of pods, grouped into shapes, with its constraints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from solver.errors import BadRequest
+from topology.records import SelectorTerm, Toleration
+
+Algorithm = Literal["cpsat", "greedy"]
+
+
+@dataclass(frozen=True)
+class PodShape:
+    """Everything that decides where one pod may go and how many fit on a node. Pods of
+    one template share a shape, so the solver works per shape, never per pod."""
+
+    requests: Mapping[str, int]
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    affinity: tuple[SelectorTerm, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    name: str = "pod"
+
+
+@dataclass(frozen=True)
+class Member:
+    pod: str
+    rank: int
+    shape: int
+
+
+@dataclass(frozen=True)
+class GangRequest:
+    name: str
+    shapes: tuple[PodShape, ...]
+    members: tuple[Member, ...]
+    min_member: int
+    required_level: str | None = None
+    preferred_level: str | None = None
+
+    def validate(self, levels: tuple[str, ...]) -> None:
+        if not self.members:
+            raise BadRequest("members", "at least one pod", 0)
+        if not self.shapes:
+            raise BadRequest("shapes", "at least one pod shape", 0)
+        if not 1 <= self.min_member <= len(self.members):
+            raise BadRequest("minMember", f"1..{len(self.members)} (the gang's size)",
+                             self.min_member)
+        for member in self.members:
+            if not 0 <= member.shape < len(self.shapes):
+                raise BadRequest(f"members[{member.pod}].shape",
+                                 f"0..{len(self.shapes) - 1}", member.shape)
+        if len({member.pod for member in self.members}) != len(self.members):
+            raise BadRequest("members", "distinct pod names", "duplicates")
+        for index, shape in enumerate(self.shapes):
+            for resource, amount in shape.requests.items():
+                if amount < 0:
+                    raise BadRequest(f"shapes[{index}].requests.{resource}", ">= 0", amount)
+        for name, level in (("required_level", self.required_level),
+                            ("preferred_level", self.preferred_level)):
+            if level is not None and level not in levels:
+                raise BadRequest(name, f"one of the topology levels {list(levels)}", level)
+
+    def ordered_members(self) -> tuple[Member, ...]:
+        return tuple(sorted(self.members, key=lambda m: (m.rank, m.pod)))
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    algorithm: Algorithm = "cpsat"
+    time_limit_s: float = 1.0
+    workers: int = 1
+    seed: int = 0
+    greedy_fallback: bool = True
+    """On a CP-SAT timeout without any solution, answer with greedy's placement."""

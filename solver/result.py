@@ -1,0 +1,176 @@
+"""What the solver answers: a Placement or an Unschedulable with its Diagnosis.
+
+Pure data. Text is rendered only by `Diagnosis.message()` and `to_json()`, for Events,
+the CLI and the HTTP API (STYLE: failures are data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from topology.quantity import format_units
+
+UNSCHEDULABLE = "Unschedulable"
+"""Does not fit now; may fit when capacity frees up (retry on cluster change)."""
+UNRESOLVABLE = "UnschedulableAndUnresolvable"
+"""Can never fit as asked (more than the whole cluster, no domain of the required level
+could ever hold it): retrying without a spec change is pointless."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    pod: str
+    rank: int
+    node: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Metrics:
+    domains_used: dict[str, int]
+    lower_bound: dict[str, int | None]
+    ring_hops: int
+    max_distance: int
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    algorithm: Literal["cpsat", "greedy"]
+    status: str
+    solve_s: float
+    model_s: float = 0.0
+    stages: tuple[tuple[str, int, str], ...] = ()
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"algorithm": self.algorithm, "status": self.status,
+                               "solve_s": round(self.solve_s, 4)}
+        if self.stages:
+            out["stages"] = [{"objective": name, "value": value, "status": status}
+                             for name, value, status in self.stages]
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class LevelFit:
+    """At one level: how many pods the best single domain holds, against the demand."""
+
+    level: str
+    best_domain: str
+    best_fits: int
+    demand: int
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    demand: int
+    shape: str
+    """Readable requests of the limiting shape, e.g. "8 nvidia.com/gpu"."""
+    total_nodes: int
+    cluster_fits: int
+    levels: tuple[LevelFit, ...]
+    excluded: dict[str, int]
+    required_level: str | None = None
+    min_member: int | None = None
+    unlabelled_nodes: int = 0
+
+    def limiting(self) -> LevelFit | None:
+        if self.required_level is None:
+            return None
+        return next((lf for lf in self.levels if lf.level == self.required_level), None)
+
+    def message(self) -> str:
+        parts = []
+        required = self.limiting()
+        if required is not None and required.best_fits < required.demand:
+            where = f" ({required.best_domain})" if required.best_domain else ""
+            parts.append(
+                f"required topology {required.level}: {required.demand} pods of {self.shape}; "
+                f"the largest {_short(required.level)} domain fits {required.best_fits}{where}"
+            )
+        else:
+            parts.append(f"{self.demand} pods of {self.shape}; the whole cluster fits "
+                         f"{self.cluster_fits}")
+        if self.min_member is not None:
+            parts[-1] += f" (minMember {self.min_member})"
+        excluded = sum(self.excluded.values())
+        if excluded:
+            reasons = ", ".join(f"{count:,} {reason}" for reason, count in
+                                sorted(self.excluded.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{excluded:,}/{self.total_nodes:,} nodes excluded: {reasons}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "demand": self.demand,
+            "shape": self.shape,
+            "total_nodes": self.total_nodes,
+            "cluster_fits": self.cluster_fits,
+            "required_level": self.required_level,
+            "levels": [lf.__dict__ for lf in self.levels],
+            "excluded": dict(sorted(self.excluded.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "unlabelled_nodes": self.unlabelled_nodes,
+        }
+
+
+@dataclass(frozen=True)
+class Placement:
+    gang: str
+    assignments: tuple[Assignment, ...]
+    metrics: Metrics
+    solver: SolverInfo
+    chosen: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Domains used per level, as rendered paths in tree order."""
+    unplaced: tuple[str, ...] = ()
+    """Members left pending because only minMember of them were placed."""
+    preferred_level: str | None = None
+    preferred_met: bool | None = None
+    status: Literal["placed"] = "placed"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "gang": self.gang,
+            "solver": self.solver.to_json(),
+            "assignments": [a.__dict__ for a in self.assignments],
+            "metrics": self.metrics.__dict__,
+        }
+        if self.unplaced:
+            out["unplaced"] = list(self.unplaced)
+        if self.preferred_level is not None:
+            out["preferred"] = {"level": self.preferred_level, "met": self.preferred_met}
+        return out
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    gang: str
+    diagnosis: Diagnosis
+    solver: SolverInfo
+    status: Literal["unschedulable"] = "unschedulable"
+
+    @property
+    def reason(self) -> str:
+        return self.diagnosis.message()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "gang": self.gang, "reason": self.reason,
+                "diagnosis": self.diagnosis.to_json(), "solver": self.solver.to_json(),
+                "assignments": []}
+
+
+def _short(level: str) -> str:
+    return level.rsplit("/", 1)[-1]
+
+
+def describe_requests(requests: dict[str, int]) -> str:
+    """The resources that matter for placement, accelerators first: "8 nvidia.com/gpu"."""
+    special = [r for r in sorted(requests) if r not in ("cpu", "memory", "pods",
+                                                        "ephemeral-storage")]
+    chosen = special or [r for r in ("cpu", "memory") if r in requests]
+    return ", ".join(f"{format_units(r, requests[r])} {r}" for r in chosen) or "no resources"

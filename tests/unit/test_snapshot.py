@@ -1,0 +1,89 @@
+import networkx as nx
+import numpy as np
+
+from tests.unit.helpers import GPU, LEVELS, node, snapshot
+from topology.presets import AWS_LAYER, resolve_preset
+from topology.records import NodeRecord, PodRecord
+from topology.snapshot import build_snapshot, domain_graph, usage_from_pods
+
+
+def small():
+    return snapshot([
+        node("b", ("z1", "b1", "r2")), node("a", ("z1", "b1", "r1")),
+        node("c", ("z1", "b2", "r1")), node("d", ("z2", "b1", "r1")),
+        node("e", ("z1", "b1", "r1")),
+    ], used={"a": {GPU: 3}})
+
+
+def test_tree_order_and_paths_are_identities():
+    snap = small()
+    tree = snap.tree
+    assert [n.name for n in tree.nodes] == ["a", "e", "b", "c", "d"]
+    # "b1" under z1 and "b1" under z2 are different domains: identity is the path.
+    assert tree.paths[1] == (("z1", "b1"), ("z1", "b2"), ("z2", "b1"))
+    assert tree.paths[2][int(tree.domain_of[2][tree.index["d"]])] == ("z2", "b1", "r1")
+
+
+def test_distance_follows_design():
+    tree = small().tree
+    i = tree.index
+    assert tree.distance(i["a"], i["a"]) == 0
+    assert tree.distance(i["a"], i["e"]) == 1  # same rack
+    assert tree.distance(i["a"], i["b"]) == 2  # same block
+    assert tree.distance(i["a"], i["c"]) == 3  # same zone
+    assert tree.distance(i["a"], i["d"]) == 4  # different zones: L + 1
+
+
+def test_free_capacity_subtracts_bound_pods_of_any_scheduler():
+    pods = [PodRecord("ns", "p1", node_name="a", requests={GPU: 2, "pods": 1}),
+            PodRecord("ns", "p2", node_name="a", requests={GPU: 1, "pods": 1},
+                      scheduler_name="default-scheduler"),
+            PodRecord("ns", "p3", node_name="a", requests={GPU: 8}, phase="Succeeded"),
+            PodRecord("ns", "p4", requests={GPU: 8})]
+    assert usage_from_pods(pods) == {"a": {GPU: 3, "pods": 2}}
+    snap = small()
+    gpu = snap.resource_column(GPU)
+    assert gpu[snap.tree.index["a"]] == 5 and gpu[snap.tree.index["b"]] == 8
+    assert snap.resource_column("aws.amazon.com/neuron") is None
+    assert snap.tree.per_domain(0, gpu).tolist() == [5 + 8 + 8 + 8, 8]
+
+
+def test_unlabelled_nodes_are_singletons_and_reported():
+    snap = snapshot([node("a", ("z1", "b1", "r1")), node("x", ("z1",)), node("y", ("z1",))])
+    tree = snap.tree
+    assert tree.unlabelled == ("x", "y")
+    ix, iy, ia = tree.index["x"], tree.index["y"], tree.index["a"]
+    assert tree.distance(ix, iy) == 3  # share only the zone
+    assert tree.node_path(ix) == ("z1", "<unlabelled:x>", "<unlabelled:x>")
+    assert tree.distance(ia, ix) == 3
+
+
+def test_aws_preset_depth_comes_from_labels():
+    aws = resolve_preset("aws")
+    def aws_node(name, layers):
+        labels = {"topology.k8s.aws/zone-id": "usw2-az1"}
+        labels.update(zip(AWS_LAYER, layers, strict=False))
+        return NodeRecord(name, labels, {GPU: 8})
+    p5 = build_snapshot([aws_node("a", ("l1", "l2", "l3"))], {}, aws)
+    assert len(p5.levels) == 4
+    p6 = build_snapshot([aws_node("a", ("l1", "l2", "l3", "l4")),
+                         aws_node("b", ("l1", "l2", "l3"))], {}, aws)
+    assert len(p6.levels) == 5 and p6.tree.unlabelled == ("b",)
+
+
+def test_domain_graph_is_the_tree():
+    snap = small()
+    graph = domain_graph(snap.tree)
+    assert nx.is_tree(graph)
+    assert graph.nodes[()]["kind"] == "root"
+    leaves = [n for n, d in graph.nodes(data=True) if d["kind"] == "node"]
+    assert len(leaves) == 5
+    assert graph.has_edge(("z1", "b1", "r1"), ("z1", "b1", "r1", "a"))
+
+
+def test_children_and_members_are_contiguous_ranges():
+    tree = small().tree
+    assert list(tree.children(0, 0)) == [0, 1]
+    assert [tree.nodes[i].name for i in tree.members(2, 0)] == ["a", "e"]
+    assert np.all(np.diff(tree.domain_of[2]) >= 0)
+    assert tree.levels == LEVELS

@@ -1,0 +1,229 @@
+"""The domain tree and the immutable topology snapshot a scheduling cycle works on.
+
+Nodes are kept in *tree order* (sorted by domain path, then name), and every level maps
+each node to a dense domain index, so per-domain sums are one `np.bincount` and the
+distance between two nodes is a comparison of a few integers. The networkx view of the
+same tree (`domain_graph`) is built on demand for callers that walk it (explain, the
+topology API); the hot paths never touch it.
+
+A node missing a level's label becomes its own `<unlabelled:NAME>` domain from that level
+down: usable, but it shares no domain below its last labelled level with anyone, so it is
+never mistaken for a neighbour (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import numpy.typing as npt
+
+from topology.gcpause import gc_paused
+from topology.presets import Preset, effective_levels
+from topology.records import NodeRecord, PodRecord
+
+IntArray = npt.NDArray[np.int64]
+UNLABELLED = "<unlabelled>"
+
+
+def unlabelled_component(node: str) -> str:
+    return f"<unlabelled:{node}>"
+
+
+@dataclass(frozen=True, eq=False)
+class DomainTree:
+    """The static part: which node sits in which domain. Rebuilt only when nodes are added,
+    removed or relabelled; every cycle's snapshot shares it read-only."""
+
+    levels: tuple[str, ...]
+    nodes: tuple[NodeRecord, ...]
+    paths: tuple[tuple[tuple[str, ...], ...], ...]
+    """paths[level][domain index] = the domain's path of values from the top."""
+    domain_of: tuple[IntArray, ...]
+    """domain_of[level][node index] = index of the node's domain at that level."""
+    parent_of: tuple[IntArray, ...]
+    """parent_of[level][domain index] = index of its parent at level-1 (0 at the top)."""
+    index: Mapping[str, int]
+    unlabelled: tuple[str, ...]
+    """Names of nodes that lack at least one level's label."""
+
+    @property
+    def depth(self) -> int:
+        return len(self.levels)
+
+    def domain_count(self, level: int) -> int:
+        return len(self.paths[level])
+
+    def node_path(self, node: int) -> tuple[str, ...]:
+        return self.paths[-1][int(self.domain_of[-1][node])] if self.levels else ()
+
+    def distance(self, a: int, b: int) -> int:
+        """Levels climbed from the two nodes to their lowest common domain (DESIGN §2):
+        0 same node, 1 same bottom domain, ..., depth+1 different top domains."""
+        if a == b:
+            return 0
+        shared = 0
+        for level in range(self.depth):
+            if self.domain_of[level][a] != self.domain_of[level][b]:
+                break
+            shared += 1
+        return self.depth + 1 - shared
+
+    def children(self, level: int, domain: int) -> range:
+        """Indices at level+1 of a domain's children (contiguous: the tree is sorted)."""
+        parents = self.parent_of[level + 1]
+        return range(int(np.searchsorted(parents, domain, side="left")),
+                     int(np.searchsorted(parents, domain, side="right")))
+
+    def members(self, level: int, domain: int) -> range:
+        """Indices of the nodes inside a domain (contiguous: the tree is sorted)."""
+        column = self.domain_of[level]
+        return range(int(np.searchsorted(column, domain, side="left")),
+                     int(np.searchsorted(column, domain, side="right")))
+
+    def per_domain(self, level: int, per_node: IntArray) -> IntArray:
+        """Sums a per-node quantity into the domains of one level."""
+        sums = np.bincount(self.domain_of[level], weights=per_node,
+                           minlength=self.domain_count(level))
+        return sums.astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class TopologySnapshot:
+    """What one scheduling cycle sees: the shared tree plus free capacity per node."""
+
+    tree: DomainTree
+    resources: tuple[str, ...]
+    free: IntArray
+    """free[node index, resource index] = allocatable minus what bound pods request."""
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return self.tree.levels
+
+    @property
+    def nodes(self) -> tuple[NodeRecord, ...]:
+        return self.tree.nodes
+
+    def resource_column(self, resource: str) -> IntArray | None:
+        try:
+            return self.free[:, self.resources.index(resource)]
+        except ValueError:
+            return None
+
+
+def usage_from_pods(pods: Iterable[PodRecord]) -> dict[str, dict[str, int]]:
+    """What every bound, unfinished pod takes from its node, whichever scheduler bound it."""
+    used: dict[str, dict[str, int]] = {}
+    for pod in pods:
+        if pod.consumes_capacity:
+            slot = used.setdefault(pod.node_name, {})
+            for name, amount in pod.requests.items():
+                slot[name] = slot.get(name, 0) + amount
+    return used
+
+
+def build_tree(nodes: Iterable[NodeRecord], preset: Preset) -> DomainTree:
+    records = list(nodes)
+    levels = effective_levels(preset, [node.labels for node in records])
+    unlabelled: list[str] = []
+    lookups = [(level.key, *level.fallbacks) for level in levels]
+
+    def full_path(node: NodeRecord) -> tuple[str, ...]:
+        labels, path = node.labels, list[str]()
+        for keys in lookups:
+            value = None
+            for key in keys:
+                value = labels.get(key)
+                if value:
+                    break
+            if not value:
+                # From the first missing level down the node is a domain of its own.
+                unlabelled.append(node.name)
+                path.extend([unlabelled_component(node.name)] * (len(lookups) - len(path)))
+                break
+            path.append(value)
+        return tuple(path)
+
+    with gc_paused():
+        keyed = sorted(((full_path(node), node.name, node) for node in records),
+                       key=lambda item: (item[0], item[1]))
+        depth = len(levels)
+        # Sorted paths make every domain a contiguous run of nodes: a new domain starts at
+        # a level wherever the path first differs from the previous node's at or above it.
+        paths: list[list[tuple[str, ...]]] = [[] for _ in range(depth)]
+        parent_of: list[list[int]] = [[] for _ in range(depth)]
+        columns: list[list[int]] = [[] for _ in range(depth)]
+        previous: tuple[str, ...] | None = None
+        for path, _, _ in keyed:
+            if path != previous:
+                first = 0
+                if previous is not None:
+                    while first < depth and path[first] == previous[first]:
+                        first += 1
+                for level in range(first, depth):
+                    parent_of[level].append(len(paths[level - 1]) - 1 if level else 0)
+                    paths[level].append(path[: level + 1])
+                previous = path
+            for level in range(depth):
+                columns[level].append(len(paths[level]) - 1)
+    ordered = tuple(node for _, _, node in keyed)
+    domain_of = [np.asarray(column, dtype=np.int64) for column in columns]
+    for array in domain_of:
+        array.flags.writeable = False
+    return DomainTree(
+        levels=tuple(level.key for level in levels),
+        nodes=ordered,
+        paths=tuple(tuple(level_paths) for level_paths in paths),
+        domain_of=tuple(domain_of),
+        parent_of=tuple(np.asarray(p, dtype=np.int64) for p in parent_of),
+        index={node.name: i for i, node in enumerate(ordered)},
+        unlabelled=tuple(sorted(set(unlabelled))),
+    )
+
+
+def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]]) -> TopologySnapshot:
+    """Free capacity on top of a (shared) tree: allocatable minus bound pods' requests."""
+    ordered = tree.nodes
+    names = sorted({name for node in ordered for name in node.allocatable}
+                   | {name for usage in used.values() for name in usage})
+    free = np.zeros((len(ordered), len(names)), dtype=np.int64)
+    for col, name in enumerate(names):
+        free[:, col] = [node.allocatable.get(name, 0) for node in ordered]
+    column = {name: i for i, name in enumerate(names)}
+    for node_name, usage in used.items():
+        row = tree.index.get(node_name)
+        if row is not None:
+            for name, amount in usage.items():
+                free[row, column[name]] -= amount
+    free.flags.writeable = False
+    return TopologySnapshot(tree=tree, resources=tuple(names), free=free)
+
+
+def build_snapshot(
+    nodes: Iterable[NodeRecord], used: Mapping[str, Mapping[str, int]], preset: Preset,
+) -> TopologySnapshot:
+    return snapshot_of(build_tree(nodes, preset), used)
+
+
+def render_path(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+@functools.lru_cache(maxsize=4)
+def domain_graph(tree: DomainTree) -> nx.DiGraph:
+    """The domain tree as a networkx DiGraph: root `()`, domains keyed by their path tuple,
+    nodes keyed by path + (name,); attributes `level` (-1 root, depth for nodes) and `kind`."""
+    graph = nx.DiGraph()
+    graph.add_node((), level=-1, kind="root")
+    for level, level_paths in enumerate(tree.paths):
+        graph.add_nodes_from(level_paths, level=level, kind="domain")
+        graph.add_edges_from((path[:-1], path) for path in level_paths)
+    for position, node in enumerate(tree.nodes):
+        leaf = (*tree.node_path(position), node.name)
+        graph.add_node(leaf, level=tree.depth, kind="node")
+        graph.add_edge(leaf[:-1], leaf)
+    return graph

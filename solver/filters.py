@@ -60,7 +60,13 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
     count = len(nodes)
     reasons: list[str | None] = [None] * count
     needs_rules = bool(shape.node_selector or shape.affinity)
-    for i, node in enumerate(nodes):
+    # Most nodes are plain (schedulable, Ready, untainted): only the others, and every
+    # node when the shape has selectors, need the per-node checks.
+    special = np.fromiter((n.unschedulable or not n.ready or bool(n.taints) for n in nodes),
+                          dtype=bool, count=count)
+    rows = range(count) if needs_rules else np.flatnonzero(special).tolist()
+    for i in rows:
+        node = nodes[i]
         if node.unschedulable:
             reasons[i] = UNSCHEDULABLE
         elif not node.ready:
@@ -82,21 +88,18 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
         capacity = np.minimum(capacity, fits)
     if not short:  # a shape that requests nothing: kube-scheduler's pod-count limit still holds
         capacity = np.zeros(count, dtype=np.int64)
-    excluded: Counter[str] = Counter()
+    excluded: Counter[str] = Counter(r for r in reasons if r is not None)
     blocked = np.fromiter((r is not None for r in reasons), dtype=bool, count=count)
-    for reason in reasons:
-        if reason is not None:
-            excluded[reason] += 1
-    no_room = (~blocked) & (capacity == 0)
-    if no_room.any():
-        # Report the first resource the node lacks, in that same order.
-        for row in np.flatnonzero(no_room):
-            for resource, fits in short:
-                if fits[row] == 0:
-                    excluded[insufficient(resource)] += 1
-                    break
-            else:
-                excluded[insufficient("pods")] += 1
+    # Nodes that pass every rule but lack room: counted under the first resource short,
+    # in the same accelerators-first order.
+    unexplained = (~blocked) & (capacity == 0)
+    for resource, fits in short:
+        lacking = unexplained & (fits == 0)
+        if lacking.any():
+            excluded[insufficient(resource)] += int(np.count_nonzero(lacking))
+            unexplained &= ~lacking
+    if unexplained.any():
+        excluded[insufficient("pods")] += int(np.count_nonzero(unexplained))
     capacity[blocked] = 0
     capacity.flags.writeable = False
     return ShapeFit(capacity=capacity, excluded=dict(excluded))

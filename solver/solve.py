@@ -37,6 +37,8 @@ from solver.result import (
 )
 from topology.snapshot import TopologySnapshot, render_path
 
+POSTPROCESS_SHARE = 0.08
+
 
 def solve(request: GangRequest, snapshot: TopologySnapshot,
           config: SolverConfig | None = None) -> Placement | Unschedulable:
@@ -93,7 +95,8 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
 def solve_cpsat(instance: Instance, config: SolverConfig, hint: NodePlan | None,
                 bounds: dict[str, int | None], started: float) -> CpsatResult:
     """Single-shape gangs take the folded model; heterogeneous ones the detailed model."""
-    deadline = started + config.time_limit_s
+    # Leave a little of the limit for extraction, rank assignment and metrics.
+    deadline = started + config.time_limit_s * (1.0 - POSTPROCESS_SHARE)
     if instance.shapes == 1:
         return solve_aggregated(instance, config, hint, deadline, bounds)
     return solve_detailed(instance, config, hint, deadline, bounds)

@@ -223,3 +223,33 @@ def test_greedy_is_feasible_and_never_better(racks, need):
         key = lambda r: tuple(used(r)[level] for level in LEVELS)  # noqa: E731
         assert key(best) <= key(greedy)
         check_no_overcommit(snap, greedy)
+
+
+partial_racks = st.dictionaries(
+    keys=st.tuples(st.sampled_from(["z1", "z2"]), st.sampled_from(["b1", "b2", "b3"]),
+                   st.sampled_from(["r1", "r2", "r3"])),
+    values=st.lists(st.integers(0, 8), min_size=1, max_size=10),
+    min_size=1, max_size=9)
+
+
+@settings(max_examples=int(os.environ.get("PHALANX_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(racks=partial_racks, gpus=st.sampled_from([1, 2, 4, 8]), need=st.integers(1, 40),
+       required=st.sampled_from([None, None, 1, 2]))
+def test_counts_match_exhaustive_optimum_with_partly_busy_nodes(racks, gpus, need, required):
+    """Random free GPUs per node and pods of 1-8 GPUs: several pods may share a node."""
+    snap = cluster(racks)
+    capacity = {r: sum(f // gpus for f in free) for r, free in racks.items()}
+    expected = brute_force(capacity, need, required)
+    result = solve(gang(need, gpus=gpus,
+                        required=LEVELS[required] if required is not None else None), snap, CFG)
+    if expected is None:
+        assert result.status == "unschedulable"
+        return
+    assert result.status == "placed" and result.solver.status == "OPTIMAL"
+    got = used(result)
+    assert (got["zone"], got["block"], got["rack"]) == expected
+    assert len(result.assignments) == need
+    per_node = Counter(a.node for a in result.assignments)
+    free = snap.resource_column(GPU)
+    assert all(pods * gpus <= free[snap.tree.index[n]] for n, pods in per_node.items())

@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import yaml
+
+from scheduler.cli import main
+from topology.synthetic import ClusterSpec, as_list, synth_load, synth_nodes
+
+LAYER2 = "topology.k8s.aws/network-node-layer-2"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fleet")
+    spec = ClusterSpec(nodes=600, occupancy=0.4, seed=4)
+    nodes = synth_nodes(spec)
+    (folder / "nodes.json").write_text(json.dumps(as_list("NodeList", nodes)))
+    (folder / "pods.json").write_text(json.dumps(as_list("PodList", synth_load(spec, nodes))))
+    return folder
+
+
+def statefulset(replicas=16, gpus=8, annotations=None, **spec_extra):
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "train", "namespace": "ml"},
+        "spec": {"replicas": replicas, "serviceName": "train", **spec_extra,
+                 "template": {"metadata": {"annotations": annotations or {}},
+                              "spec": {"schedulerName": "phalanx", "containers": [
+                                  {"name": "w", "resources": {
+                                      "limits": {"nvidia.com/gpu": gpus}}}]}}},
+    }
+
+
+def run(fleet, tmp_path, capsys, gang, *extra):
+    path = tmp_path / "gang.yaml"
+    path.write_text(yaml.safe_dump_all(gang if isinstance(gang, list) else [gang]))
+    code = main(["place", "--nodes", str(fleet / "nodes.json"), "--pods",
+                 str(fleet / "pods.json"), "--gang", str(path), *extra])
+    captured = capsys.readouterr()
+    body = json.loads(captured.out) if captured.out.strip() else None
+    return code, body, captured.err
+
+
+def test_places_a_statefulset(fleet, tmp_path, capsys):
+    code, body, _ = run(fleet, tmp_path, capsys, statefulset(32))
+    assert code == 0 and body["status"] == "placed"
+    assert [a["pod"] for a in body["assignments"]] == [f"train-{i}" for i in range(32)]
+    assert body["solver"]["algorithm"] == "cpsat" and body["solver"]["status"] == "OPTIMAL"
+    metrics = body["metrics"]
+    assert set(metrics) == {"domains_used", "lower_bound", "ring_hops", "max_distance"}
+    assert all(metrics["domains_used"][k] >= v for k, v in metrics["lower_bound"].items())
+
+
+def test_greedy_and_custom_levels(fleet, tmp_path, capsys):
+    code, body, _ = run(fleet, tmp_path, capsys, statefulset(8), "--algorithm", "greedy",
+                        "--levels", "topology.kubernetes.io/zone," + LAYER2)
+    assert code == 0 and body["solver"]["algorithm"] == "greedy"
+    assert set(body["metrics"]["domains_used"]) == {"topology.kubernetes.io/zone", LAYER2,
+                                                    "kubernetes.io/hostname"}
+
+
+def test_cannot_fit_exits_2_with_reason(fleet, tmp_path, capsys):
+    code, body, err = run(fleet, tmp_path, capsys, statefulset(
+        64, annotations={"kueue.x-k8s.io/podset-required-topology":
+                         "topology.k8s.aws/network-node-layer-3"}))
+    assert code == 2 and body["status"] == "unschedulable" and body["assignments"] == []
+    assert "required topology topology.k8s.aws/network-node-layer-3: 64 pods" in body["reason"]
+    assert "cannot fit" in err
+
+
+def test_pod_group_with_its_pods(fleet, tmp_path, capsys):
+    group = {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+             "metadata": {"name": "pg", "namespace": "ml"}, "spec": {"minMember": 3}}
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"pg-{i}", "namespace": "ml",
+                          "labels": {"scheduling.x-k8s.io/pod-group": "pg"}},
+             "spec": {"containers": [{"name": "w", "resources": {
+                 "limits": {"nvidia.com/gpu": 8}}}]}} for i in range(3)]
+    code, body, _ = run(fleet, tmp_path, capsys, [group, *pods])
+    assert code == 0 and sorted(a["pod"] for a in body["assignments"]) == [
+        "pg-0", "pg-1", "pg-2"]
+
+
+def test_indexed_job(fleet, tmp_path, capsys):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+           "spec": {"parallelism": 4, "completionMode": "Indexed",
+                    "template": statefulset()["spec"]["template"]}}
+    code, body, _ = run(fleet, tmp_path, capsys, job)
+    assert code == 0 and len(body["assignments"]) == 4
+
+
+@pytest.mark.parametrize(("gang", "needle"), [
+    ({"kind": "Service", "metadata": {"name": "x"}}, "StatefulSet, Job or PodGroup"),
+    (statefulset(replicas=0), "spec.replicas"),
+    (statefulset(replicas="many"), "spec.replicas"),
+    (statefulset(annotations={"phalanx.dev/required-topology": "rack"}), "required_level"),
+    (statefulset(gpus="eight"), "nvidia.com/gpu"),
+    ({"kind": "StatefulSet", "metadata": {"name": "s"}, "spec": {"replicas": 2}},
+     "spec.template"),
+    ({"kind": "PodGroup", "metadata": {"name": "pg"}, "spec": {"minMember": 2}}, "pending pods"),
+])
+def test_bad_gang_exits_1_naming_the_field(fleet, tmp_path, capsys, gang, needle):
+    code, body, err = run(fleet, tmp_path, capsys, gang)
+    assert code == 1 and body is None and needle in err
+
+
+def test_bad_node_file_exits_1(tmp_path, capsys):
+    nodes = tmp_path / "nodes.json"
+    gang = tmp_path / "gang.yaml"
+    gang.write_text(yaml.safe_dump(statefulset()))
+    nodes.write_text("{not json")
+    assert main(["place", "--nodes", str(nodes), "--gang", str(gang)]) == 1
+    assert "not valid JSON or YAML" in capsys.readouterr().err
+    nodes.write_text(json.dumps({"kind": "NodeList", "items": [
+        {"kind": "Node", "metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "x"}}}]}))
+    assert main(["place", "--nodes", str(nodes), "--gang", str(gang)]) == 1
+    assert "status.allocatable.cpu" in capsys.readouterr().err
+    assert main(["place", "--nodes", str(tmp_path / "missing.json"), "--gang", str(gang)]) == 1
+    assert "cannot read" in capsys.readouterr().err

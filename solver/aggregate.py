@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from ortools.sat.python import cp_model
 
-from solver.cpsat import CpsatResult
+from solver.cpsat import CpsatResult, add_tree_links
 from solver.greedy import pick
 from solver.instance import NODE_LEVEL, Instance, cover_count
 from solver.plan import NodePlan
@@ -192,7 +192,7 @@ class _Deepening:
                     model.add(pods[domain] <= cap * flag)
                     model.add(pods[domain] >= flag)
         model.add(sum(pods.values()) == self.need)
-        self._add_tree_links(model, used, top_level)
+        add_tree_links(model, self.tree.parent_of, used, top_level)
         for level in range(top_level + 1):
             model.add(sum(int(self.caps[level][d]) * var
                           for (lvl, d), var in used.items() if lvl == level) >= self.need)
@@ -203,19 +203,6 @@ class _Deepening:
         if required is not None and required <= top_level:
             model.add(sum(var for (lvl, _), var in used.items() if lvl == required) == 1)
         return _Model(model, used, pods, racks)
-
-    def _add_tree_links(self, model: cp_model.CpModel, used: dict[tuple[int, int],
-                        cp_model.IntVar], top_level: int) -> None:
-        for level in range(1, top_level + 1):
-            children: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-            for (lvl, domain), var in used.items():
-                if lvl == level:
-                    parent = int(self.tree.parent_of[level][domain])
-                    model.add_implication(var, used[level - 1, parent])
-                    children[parent].append(var)
-            for (lvl, domain), var in used.items():
-                if lvl == level - 1:
-                    model.add_bool_or(children[domain]).only_enforce_if(var)
 
     def children_of_single_parent(self, level: int) -> tuple[int, str, Loads] | None:
         """When the gang uses one domain at the level right above, stage `level` needs no

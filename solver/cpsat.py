@@ -33,6 +33,7 @@ from solver.instance import NODE_LEVEL, Instance
 from solver.plan import NodePlan
 from solver.request import SolverConfig
 from solver.stages import Stage, run_stages
+from topology.snapshot import IntArray
 
 
 @dataclass
@@ -125,16 +126,17 @@ def _add_bottom_capacity(model: cp_model.CpModel, instance: Instance, v: _Vars) 
                       <= int(per_domain[domain]))
 
 
-def _add_tree_links(model: cp_model.CpModel, instance: Instance, v: _Vars) -> None:
-    tree = instance.snapshot.tree
-    for level in range(1, tree.depth):
+def add_tree_links(model: cp_model.CpModel, parent_of: tuple[IntArray, ...],
+                   used: dict[tuple[int, int], cp_model.IntVar], top_level: int) -> None:
+    """A used domain's parent is used; a used parent has a used child (levels 0..top)."""
+    for level in range(1, top_level + 1):
         children: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-        for (lvl, domain), var in v.used.items():
+        for (lvl, domain), var in used.items():
             if lvl == level:
-                parent = int(tree.parent_of[level][domain])
-                model.add_implication(var, v.used[level - 1, parent])
+                parent = int(parent_of[level][domain])
+                model.add_implication(var, used[level - 1, parent])
                 children[parent].append(var)
-        for (lvl, domain), var in v.used.items():
+        for (lvl, domain), var in used.items():
             if lvl == level - 1:
                 model.add_bool_or(children[domain]).only_enforce_if(var)
 
@@ -229,7 +231,8 @@ def solve_detailed(instance: Instance, config: SolverConfig, hint: NodePlan | No
     v = _add_variables(model, instance)
     _add_demand(model, instance, v)
     _add_bottom_capacity(model, instance, v)
-    _add_tree_links(model, instance, v)
+    tree = instance.snapshot.tree
+    add_tree_links(model, tree.parent_of, v.used, tree.depth - 1)
     _add_covers(model, instance, v)
     _add_required(model, instance, v)
     model_s = time.perf_counter() - started

@@ -203,13 +203,3 @@ def _empty_capacity(snapshot: TopologySnapshot, request: GangRequest, shape: int
         return int(per_node.sum())
     sums = tree.per_domain(required, per_node)
     return int(sums.max()) if len(sums) else 0
-
-
-def instance_for(request: GangRequest, snapshot: TopologySnapshot) -> Instance:
-    """The full-demand instance of a request (benchmarks and tests inspect it)."""
-    tree = snapshot.tree
-    required = tree.levels.index(request.required_level) if request.required_level else None
-    fits = tuple(fit_shape(snapshot, shape) for shape in request.shapes)
-    demand = tuple(sum(1 for m in request.members if m.shape == s)
-                   for s in range(len(request.shapes)))
-    return build_instance(snapshot, demand, fits, required)

@@ -1,0 +1,112 @@
+"""List + watch of one resource, raw JSON, forever: the cache's only way to learn state.
+
+Protocol (as client-go's reflector): list with pagination, hand the full set to
+`on_replace`, then watch from the list's resourceVersion with bookmarks, handing each
+event to `on_event`. A watch that ends normally resumes from the last resourceVersion
+seen; `410 Gone` (expired version) triggers a fresh list; a lost connection backs off
+exponentially with jitter, then resumes. `synced` is set after the first full list and
+cleared while a re-list is needed, which is what /readyz reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from scheduler.errors import ApiError
+from scheduler.kube import KubeClient, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+Raw = dict[str, Any]
+WATCH_TIMEOUT_S = 240
+
+
+class Gone(Exception):
+    """The resourceVersion we watch from has been compacted away: re-list."""
+
+
+class Watcher:
+    def __init__(self, kube: KubeClient, path: str, *, name: str,
+                 on_replace: Callable[[list[Raw]], None],
+                 on_event: Callable[[str, Raw], None],
+                 query: dict[str, str] | None = None) -> None:
+        self.kube, self.path, self.name = kube, path, name
+        self.on_replace, self.on_event = on_replace, on_event
+        self.query = dict(query or {})
+        self.synced = threading.Event()
+        self.stopped = threading.Event()
+        self.version = ""
+        self.relists = 0
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+
+    def start(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _list(self) -> None:
+        items, version = self.kube.list_all(self.path, **self.query)
+        self.on_replace(items)
+        self.version = version
+        self.relists += 1
+        self.synced.set()
+
+    def _watch_once(self) -> None:
+        query = {**self.query, "watch": "1", "allowWatchBookmarks": "true",
+                 "resourceVersion": self.version, "timeoutSeconds": str(WATCH_TIMEOUT_S)}
+        try:
+            response = self.kube.request("GET", self.path, query=query, stream=True,
+                                         timeout=WATCH_TIMEOUT_S + 30,
+                                         retry=RetryPolicy(attempts=1))
+        except ApiError as exc:
+            if exc.status == 410:
+                raise Gone() from exc
+            raise
+        try:
+            for line in response:  # type: ignore[union-attr]
+                if self.stopped.is_set():
+                    return
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise ApiError("WATCH", self.path, int(obj.get("code") or 500),
+                                   str(obj.get("reason")), str(obj.get("message")))
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind != "BOOKMARK":
+                    self.on_event(kind, obj)
+                if version:
+                    self.version = version
+        finally:
+            response.release_conn()  # type: ignore[union-attr]
+
+    def _run(self) -> None:
+        failures = 0
+        while not self.stopped.is_set():
+            try:
+                if not self.synced.is_set():
+                    self._list()
+                self._watch_once()
+                failures = 0
+            except Gone:
+                log.info("watch %s: resourceVersion %s expired, re-listing", self.name,
+                         self.version)
+                self.synced.clear()
+            except Exception as exc:  # a watch must outlive any single failure
+                failures += 1
+                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                log.warning("watch %s failed (%s); retrying in %.1fs", self.name, exc, delay)
+                if failures >= 3:
+                    self.synced.clear()  # stale for a while: re-list when it comes back
+                self.stopped.wait(delay)

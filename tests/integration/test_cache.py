@@ -1,0 +1,70 @@
+"""The cluster cache converges with the API server through list + watch."""
+
+from __future__ import annotations
+
+import pytest
+
+from localcluster.bulk import create_all, ensure_namespace, wait_until
+from scheduler.cache import ClusterCache
+from scheduler.kube import api_path
+from topology.presets import resolve_preset
+from topology.synthetic import ClusterSpec, synth_nodes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def cache(kube):
+    cache = ClusterCache(kube, resolve_preset("aws")).start()
+    assert cache.wait_synced(60)
+    yield cache
+    cache.stop()
+
+
+def test_cache_follows_nodes_and_pods_of_any_scheduler(kube, cache):
+    nodes = synth_nodes(ClusterSpec(nodes=40, seed=77))
+    for node in nodes:
+        node["metadata"]["name"] = "cachetest-" + node["metadata"]["name"]
+        node["metadata"]["labels"]["kubernetes.io/hostname"] = node["metadata"]["name"]
+    create_all(kube, nodes)
+    names = {n["metadata"]["name"] for n in nodes}
+    wait_until(lambda: names <= set(cache.nodes), 30, "cache sees the new nodes")
+    wait_until(lambda: all(cache.nodes[n].ready for n in names), 30, "nodes Ready in cache")
+
+    ensure_namespace(kube, "cache-test")
+    target = sorted(names)[0]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "busy", "namespace": "cache-test"},
+           "spec": {"nodeName": target, "containers": [
+               {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}
+    create_all(kube, [pod])
+    wait_until(lambda: cache.usage().get(target, {}).get("nvidia.com/gpu") == 3, 30,
+               "the bound pod counted against its node")
+    snapshot = cache.snapshot()
+    assert snapshot.resource_column("nvidia.com/gpu")[snapshot.tree.index[target]] == 5
+
+    kube.delete(api_path("", "v1", "pods", "cache-test", "busy"), gracePeriodSeconds=0)
+    wait_until(lambda: "cache-test/busy" not in cache.pods, 30, "pod deletion seen")
+    kube.delete(api_path("", "v1", "nodes", name=target))
+    wait_until(lambda: target not in cache.nodes, 30, "node deletion seen")
+    assert target not in cache.snapshot().tree.index
+
+
+def test_assumed_pods_count_until_confirmed_or_forgotten(kube, cache):
+    ensure_namespace(kube, "cache-test")
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "waiting", "namespace": "cache-test"},
+           "spec": {"schedulerName": "nobody", "containers": [
+               {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+    create_all(kube, [pod])
+    wait_until(lambda: "cache-test/waiting" in cache.pods, 30, "pending pod in cache")
+    record = cache.pods["cache-test/waiting"]
+    assert cache.pending("nobody") == [record]
+    node = sorted(cache.nodes)[0]
+    before = cache.usage().get(node, {}).get("nvidia.com/gpu", 0)
+    cache.assume(record, node)
+    assert cache.usage()[node]["nvidia.com/gpu"] == before + 8
+    assert cache.pending("nobody") == []  # assumed pods are not offered again
+    cache.forget(record.key)
+    assert cache.usage().get(node, {}).get("nvidia.com/gpu", 0) == before
+    assert cache.pending("nobody") == [record]

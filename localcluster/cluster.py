@@ -244,7 +244,7 @@ def node_ready(node: dict[str, Any]) -> bool:
 
 def remove_stale_clusters(workdir: Path = DEFAULT_WORKDIR) -> list[str]:
     """Deletes clusters owned by processes that no longer exist (a crashed test run)."""
-    removed = []
+    removed: list[str] = []
     clusters = workdir / "clusters"
     if not clusters.is_dir():
         return removed

@@ -20,7 +20,8 @@ class Populated:
 
 
 def ready_synthetic_nodes(kube: KubeClient) -> int:
-    items, _ = kube.list_all(api_path("", "v1", "nodes"), labelSelector=f"{SYNTHETIC_LABEL}=true")
+    items, _ = kube.list_all(api_path("", "v1", "nodes"),
+                             {"labelSelector": f"{SYNTHETIC_LABEL}=true"})
     return sum(1 for node in items if node_ready(node))
 
 

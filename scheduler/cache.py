@@ -110,7 +110,8 @@ class ClusterCache:
                     return
                 self.pods[key] = record
                 self._confirm_assumed()
-        self.on_change("pods")
+        # A pod gone (deleted, or finished: it leaves the unfinished-pods watch) frees room.
+        self.on_change("capacity" if kind == "DELETED" else "pods")
 
     def replace_pod_groups(self, items: list[Raw]) -> None:
         with self.lock:

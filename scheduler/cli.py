@@ -127,6 +127,48 @@ def cmd_place(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from scheduler.config import load_config
+    from scheduler.errors import ConfigError
+    from scheduler.http import serve
+    from scheduler.kube import KubeClient
+    from scheduler.loop import Scheduler
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s "
+                               "msg=%(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"phalanx run: {exc}", file=sys.stderr)
+        return 1
+    if args.http_address:
+        from dataclasses import replace
+
+        config = replace(config, http_address=args.http_address)
+    try:
+        kube = KubeClient.from_kubeconfig(args.kubeconfig, pool_size=config.bind_concurrency * 2)
+    except Exception as exc:  # kubeconfig unreadable, no in-cluster environment
+        print(f"phalanx run: cannot load credentials: {exc}", file=sys.stderr)
+        return 1
+    scheduler = Scheduler(kube, config).start()
+    server = serve(scheduler, config.http_address)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("phalanx").info(
+        "phalanx %s serving scheduler %s, explain API on %s", "0.1.0",
+        config.scheduler_name, config.http_address)
+    stop.wait()
+    server.should_exit = True
+    scheduler.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phalanx", description="Topology-aware gang scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="topology preset (aws, topograph, gke) or comma-separated label keys")
     place.add_argument("--time-limit", type=float, default=1.0, help="solver seconds")
     place.set_defaults(func=cmd_place)
+
+    run = sub.add_parser("run", help="run the scheduler against a cluster")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
+    run.add_argument("--config", help="YAML configuration file (validated at start-up)")
+    run.add_argument("--http-address", help="HOST:PORT of the explain API "
+                                            "(default from config: 127.0.0.1:10270)")
+    run.add_argument("-v", "--verbose", action="store_true", help="per-pod DEBUG logging")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

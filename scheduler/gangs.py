@@ -94,32 +94,16 @@ def gang_from_workload(raw: dict[str, Any]) -> GangRequest:
     return GangRequest(f"{namespace}/{name}", (shape,), members, count, required, preferred)
 
 
-def gang_from_pod_group(raw: dict[str, Any], pods: list[PodRecord]) -> GangRequest:
-    """A PodGroup and the pods that carry its label; bound pods are already placed."""
-    meta = raw.get("metadata") or {}
-    name, namespace = meta.get("name"), meta.get("namespace") or "default"
-    obj = f"PodGroup {namespace}/{name}"
-    if not isinstance(name, str) or not name:
-        raise GangSpecError("PodGroup", "metadata.name", "a non-empty string", name)
-    spec = raw.get("spec") or {}
-    min_member = spec.get("minMember", 1)
-    if not isinstance(min_member, int) or isinstance(min_member, bool) or min_member < 1:
-        raise GangSpecError(obj, "spec.minMember", "an integer >= 1", min_member)
-    members_pods = sorted(
-        (p for p in pods if p.namespace == namespace and p.labels.get(POD_GROUP_LABEL) == name
-         and not p.node_name and not p.terminal),
-        key=lambda p: (rank_of(p) if rank_of(p) is not None else 1 << 30, _natural_key(p.name)),
-    )
-    if not members_pods:
-        raise GangSpecError(obj, "pods", f"pending pods labelled {POD_GROUP_LABEL}={name}", 0)
-    if min_member > len(members_pods):
-        raise GangSpecError(obj, "spec.minMember",
-                            f"at most the {len(members_pods)} pending pods of the group",
-                            min_member)
+def gang_from_pods(name: str, pods: list[PodRecord], min_member: int,
+                   annotations: dict[str, str]) -> GangRequest:
+    """The pending members of a gang, in rank order (pod-index labels, else natural
+    order of names); pods sharing a template share a shape."""
+    ordered = sorted(pods, key=lambda p: (rank_of(p) if rank_of(p) is not None else 1 << 30,
+                                          _natural_key(p.name)))
     shapes: list[PodShape] = []
     index: dict[tuple[Any, ...], int] = {}
     members = []
-    for position, pod in enumerate(members_pods):
+    for position, pod in enumerate(ordered):
         shape = shape_of(pod)
         key = (tuple(sorted(shape.requests.items())), tuple(sorted(shape.node_selector.items())),
                shape.affinity, shape.tolerations)
@@ -129,7 +113,34 @@ def gang_from_pod_group(raw: dict[str, Any], pods: list[PodRecord]) -> GangReque
         rank = rank_of(pod)
         members.append(Member(pod.name, position if rank is None else rank, index[key]))
     required, preferred, _ = topology_constraints(
-        {**(members_pods[0].annotations), **(meta.get("annotations") or {})})
-    return GangRequest(f"{namespace}/{name}", tuple(shapes), tuple(members), min_member,
-                       required, preferred)
+        {**(ordered[0].annotations if ordered else {}), **annotations})
+    return GangRequest(name, tuple(shapes), tuple(members), min_member, required, preferred)
 
+
+def pod_group_min_member(raw: dict[str, Any]) -> int:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    min_member = spec.get("minMember", 1)
+    if not isinstance(min_member, int) or isinstance(min_member, bool) or min_member < 1:
+        raise GangSpecError(f"PodGroup {meta.get('namespace')}/{meta.get('name')}",
+                            "spec.minMember", "an integer >= 1", min_member)
+    return min_member
+
+
+def gang_from_pod_group(raw: dict[str, Any], pods: list[PodRecord]) -> GangRequest:
+    """A PodGroup and the pods that carry its label; bound pods are already placed."""
+    meta = raw.get("metadata") or {}
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    obj = f"PodGroup {namespace}/{name}"
+    if not isinstance(name, str) or not name:
+        raise GangSpecError("PodGroup", "metadata.name", "a non-empty string", name)
+    min_member = pod_group_min_member(raw)
+    pending = [p for p in pods if p.namespace == namespace
+               and p.labels.get(POD_GROUP_LABEL) == name and not p.node_name and not p.terminal]
+    if not pending:
+        raise GangSpecError(obj, "pods", f"pending pods labelled {POD_GROUP_LABEL}={name}", 0)
+    if min_member > len(pending):
+        raise GangSpecError(obj, "spec.minMember",
+                            f"at most the {len(pending)} pending pods of the group", min_member)
+    return gang_from_pods(f"{namespace}/{name}", pending, min_member,
+                          dict(meta.get("annotations") or {}))

@@ -112,9 +112,9 @@ class KubeClient:
 
         configuration = client.Configuration()
         if path is None:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(path), context=context, client_configuration=configuration
             )
         return cls(configuration, retry=retry, pool_size=pool_size)
@@ -182,10 +182,10 @@ class KubeClient:
     def delete(self, path: str, **query: Any) -> Any:
         return self.call("DELETE", path, query=query or None)
 
-    def list_pages(self, path: str, *, page_size: int = 500,
-                   **query: Any) -> Iterator[dict[str, Any]]:
+    def list_pages(self, path: str, query: Mapping[str, str] | None = None, *,
+                   page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Yields each page of a list, following `continue` tokens."""
-        params: dict[str, Any] = {**query, "limit": page_size}
+        params: dict[str, Any] = {**(query or {}), "limit": page_size}
         while True:
             page = self.call("GET", path, query=params)
             yield page
@@ -194,12 +194,12 @@ class KubeClient:
                 return
             params["continue"] = token
 
-    def list_all(self, path: str, *, page_size: int = 500,
-                 **query: Any) -> tuple[list[dict[str, Any]], str]:
+    def list_all(self, path: str, query: Mapping[str, str] | None = None, *,
+                 page_size: int = 500) -> tuple[list[dict[str, Any]], str]:
         """Every item of a paginated list and the resourceVersion to watch from."""
         items: list[dict[str, Any]] = []
         version = ""
-        for page in self.list_pages(path, page_size=page_size, **query):
+        for page in self.list_pages(path, query, page_size=page_size):
             items.extend(page.get("items") or [])
             version = page.get("metadata", {}).get("resourceVersion", version)
         return items, version

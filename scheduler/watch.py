@@ -53,7 +53,7 @@ class Watcher:
         self.stopped.set()
 
     def _list(self) -> None:
-        items, version = self.kube.list_all(self.path, **self.query)
+        items, version = self.kube.list_all(self.path, self.query)
         self.on_replace(items)
         self.version = version
         self.relists += 1

@@ -14,7 +14,7 @@ from localcluster.cluster import LocalCluster, node_ready, remove_stale_clusters
 from localcluster.synthnodes import populate
 from scheduler.kube import api_path
 from topology.presets import AWS_LAYER, AWS_ZONE_ID
-from topology.synthetic import SYNTHETIC_LABEL, ClusterSpec
+from topology.synthetic import SYNTHETIC_LABEL, ClusterSpec, synth_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,10 @@ def test_thousand_labelled_nodes_become_ready(kube):
     spec = ClusterSpec(nodes=1000, seed=5)
     done = populate(kube, spec)
     assert done.nodes.created + done.nodes.existed == 1000
-    nodes, _ = kube.list_all(api_path("", "v1", "nodes"), labelSelector=f"{SYNTHETIC_LABEL}=true")
+    wanted = {n["metadata"]["name"] for n in synth_nodes(spec)}
+    items, _ = kube.list_all(api_path("", "v1", "nodes"),
+                             {"labelSelector": f"{SYNTHETIC_LABEL}=true"})
+    nodes = [n for n in items if n["metadata"]["name"] in wanted]
     assert len(nodes) == 1000
     assert all(node_ready(node) for node in nodes)
     for node in nodes:

@@ -1,0 +1,146 @@
+"""Gang discovery (DESIGN §3): which pending pods of our scheduler form which gang.
+
+- a pod labelled `scheduling.x-k8s.io/pod-group: NAME` belongs to PodGroup NAME;
+- otherwise a pod owned by a StatefulSet or Job that requests an accelerator belongs to
+  the gang named after its owner (minMember = replicas / parallelism);
+- everything else (CPU-only pods, DaemonSet pods) takes the per-pod path.
+A gang whose spec is malformed is reported with the field named, never placed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.cache import ClusterCache
+from scheduler.errors import ApiError
+from scheduler.events import ObjectRef
+from scheduler.gangs import POD_GROUP_LABEL, GangSpecError, pod_group_min_member
+from scheduler.kube import KubeClient, api_path
+from topology.records import PodRecord
+
+OWNER_KINDS = {"StatefulSet": ("apps", "statefulsets", "replicas"),
+               "Job": ("batch", "jobs", "parallelism")}
+
+
+@dataclass(frozen=True)
+class Gang:
+    key: str
+    ref: ObjectRef
+    pending: tuple[PodRecord, ...]
+    bound: int
+    min_member: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def needed(self) -> int:
+        """Pending members required before placement may start."""
+        return max(1, self.min_member - self.bound)
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and len(self.pending) >= self.needed
+
+    @property
+    def priority(self) -> int:
+        return max((p.priority for p in self.pending), default=0)
+
+    @property
+    def created(self) -> str:
+        return min((p.created for p in self.pending), default="")
+
+
+class OwnerLookup:
+    """StatefulSet replicas / Job parallelism, read from the API and kept a few seconds."""
+
+    def __init__(self, kube: KubeClient, ttl_s: float = 5.0) -> None:
+        self.kube, self.ttl_s = kube, ttl_s
+        self._seen: dict[str, tuple[float, Any]] = {}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = f"{kind}/{namespace}/{name}"
+        hit = self._seen.get(key)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            cached: dict[str, Any] | None = hit[1]
+            return cached
+        group, plural, _ = OWNER_KINDS[kind]
+        try:
+            obj: dict[str, Any] | None = self.kube.get(api_path(group, "v1", plural, namespace,
+                                                             name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            obj = None
+        self._seen[key] = (time.monotonic(), obj)
+        return obj
+
+
+def needs_gang(pod: PodRecord, accelerators: tuple[str, ...]) -> bool:
+    if POD_GROUP_LABEL in pod.labels:
+        return True
+    if pod.owner is None or pod.owner.kind not in OWNER_KINDS:
+        return False
+    return any(pod.requests.get(resource, 0) > 0 for resource in accelerators)
+
+
+def discover(cache: ClusterCache, scheduler_name: str, accelerators: tuple[str, ...],
+             owners: OwnerLookup) -> tuple[list[Gang], list[PodRecord]]:
+    pending = cache.pending(scheduler_name)
+    groups: dict[tuple[str, str, str], list[PodRecord]] = defaultdict(list)
+    singles = []
+    for pod in pending:
+        if not needs_gang(pod, accelerators):
+            singles.append(pod)
+        elif POD_GROUP_LABEL in pod.labels:
+            groups["PodGroup", pod.namespace, pod.labels[POD_GROUP_LABEL]].append(pod)
+        else:
+            assert pod.owner is not None
+            groups[pod.owner.kind, pod.namespace, pod.owner.name].append(pod)
+    with cache.lock:
+        all_pods = list(cache.pods.values())
+        pod_groups = dict(cache.pod_groups)
+    gangs = []
+    for (kind, namespace, name), members in groups.items():
+        bound = sum(1 for p in all_pods if p.namespace == namespace and p.node_name
+                    and not p.terminal and _member_of(p, kind, name))
+        gangs.append(_gang(kind, namespace, name, members, bound, pod_groups, owners))
+    return gangs, singles
+
+
+def _member_of(pod: PodRecord, kind: str, name: str) -> bool:
+    if kind == "PodGroup":
+        return pod.labels.get(POD_GROUP_LABEL) == name
+    return pod.owner is not None and pod.owner.kind == kind and pod.owner.name == name
+
+
+def _gang(kind: str, namespace: str, name: str, members: list[PodRecord], bound: int,
+          pod_groups: dict[str, Any], owners: OwnerLookup) -> Gang:
+    key = f"{namespace}/{name}"
+    if kind == "PodGroup":
+        raw = pod_groups.get(key)
+        ref = ObjectRef("PodGroup", namespace, name,
+                        str(((raw or {}).get("metadata") or {}).get("uid", "")),
+                        "scheduling.x-k8s.io/v1alpha1")
+        if raw is None:
+            return Gang(key, ref, tuple(members), bound, len(members) + bound,
+                        error=f"PodGroup {key} not found (pods carry {POD_GROUP_LABEL}={name})")
+        try:
+            min_member = pod_group_min_member(raw)
+        except GangSpecError as exc:
+            return Gang(key, ref, tuple(members), bound, 1, error=str(exc))
+        annotations = dict((raw.get("metadata") or {}).get("annotations") or {})
+        return Gang(key, ref, tuple(members), bound, min_member, annotations)
+    owner = members[0].owner
+    ref = ObjectRef(kind, namespace, name, owner.uid if owner else "",
+                    owner.api_version if owner else "")
+    obj = owners.get(kind, namespace, name)
+    _, _, size_field = OWNER_KINDS[kind]
+    size = ((obj or {}).get("spec") or {}).get(size_field, 1) if obj else len(members) + bound
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return Gang(key, ref, tuple(members), bound, 1,
+                    error=f"{kind} {key}: field spec.{size_field}: expected an integer >= 1, "
+                          f"got {size!r}")
+    return Gang(key, ref, tuple(members), bound, size)

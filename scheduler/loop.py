@@ -1,0 +1,237 @@
+"""The scheduling loop: one cycle places every ready gang, then the single pods.
+
+A gang's cycle, in named phases (kube-scheduler's, at gang granularity):
+    discover -> snapshot -> solve -> assume -> bind -> confirm (watch) | forget + requeue
+A gang that does not fit gets FailedScheduling Events and a PodGroup condition, and is
+retried only when capacity may have appeared (a node changed, a pod went away) or after
+`unschedulable_retry_s`, never in a hot loop. Events and status are written off the
+binding path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from scheduler.binder import Binder
+from scheduler.cache import ClusterCache
+from scheduler.config import Config
+from scheduler.discovery import Gang, OwnerLookup, discover
+from scheduler.events import EventRecorder, ObjectRef
+from scheduler.fallback import choose_node
+from scheduler.gangs import gang_from_pods
+from scheduler.kube import KubeClient
+from solver.errors import BadRequest
+from solver.request import SolverConfig
+from solver.result import Placement, Unschedulable
+from solver.solve import solve
+from topology.records import PodRecord
+
+log = logging.getLogger("phalanx.scheduler")
+
+
+@dataclass
+class GangState:
+    """What the explain API and the retry policy know about one gang."""
+
+    key: str
+    state: str = "Waiting for members"
+    result: Placement | Unschedulable | None = None
+    bind_s: float = 0.0
+    capacity_version: int = -1
+    attempted_at: float = 0.0
+    reported: str = ""
+    transitions: list[tuple[str, float]] = field(default_factory=list)
+
+    def move(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.transitions.append((state, time.time()))
+
+
+class Scheduler:
+    def __init__(self, kube: KubeClient, config: Config) -> None:
+        self.kube, self.config = kube, config
+        self.capacity_version = 0
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.cache = ClusterCache(kube, config.preset, on_change=self._changed)
+        self.binder = Binder(kube, config.bind_concurrency)
+        self.events = EventRecorder(kube, config.scheduler_name)
+        self.owners = OwnerLookup(kube)
+        self.gangs: dict[str, GangState] = {}
+        self.solver_config = SolverConfig(algorithm=config.algorithm,  # type: ignore[arg-type]
+                                          time_limit_s=config.solver_time_limit_s)
+        self.may_bind = threading.Event()
+        self.may_bind.set()  # leader election clears it while another instance leads
+
+    def _changed(self, kind: str) -> None:
+        if kind in ("nodes", "capacity"):
+            self.capacity_version += 1
+        self.wake.set()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        self.cache.start()
+        self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        self.cache.stop()
+        self.events.close()
+        self.binder.close()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.wake.wait(timeout=1.0)
+            self.wake.clear()
+            if self.stopped.is_set():
+                return
+            if not self.cache.synced() or not self.may_bind.is_set():
+                continue
+            try:
+                self.cycle()
+            except Exception:  # one bad cycle must not stop the scheduler
+                log.exception("scheduling cycle failed")
+
+    # -- one cycle --------------------------------------------------------------------
+    def cycle(self) -> None:
+        gangs, singles = discover(self.cache, self.config.scheduler_name,
+                                  self.config.accelerators, self.owners)
+        for gang in sorted(gangs, key=lambda g: (-g.priority, g.created, g.key)):
+            self.schedule_gang(gang)
+        for pod in sorted(singles, key=lambda p: (-p.priority, p.created, p.key)):
+            self.schedule_single(pod)
+
+    def schedule_gang(self, gang: Gang) -> None:
+        state = self.gangs.setdefault(gang.key, GangState(gang.key))
+        if gang.error is not None:
+            state.move("Pending: invalid")
+            self._report_once(state, gang.ref, "InvalidGang", gang.error, gang.pending)
+            return
+        if not gang.ready:
+            state.move("Waiting for members")
+            return
+        retry_due = time.monotonic() - state.attempted_at > self.config.unschedulable_retry_s
+        if (state.state.startswith("Pending") and state.capacity_version ==
+                self.capacity_version and not retry_due):
+            return  # nothing changed since it did not fit
+        request = gang_from_pods(gang.key, list(gang.pending), min(gang.needed,
+                                 len(gang.pending)), gang.annotations)
+        snapshot = self.cache.snapshot()
+        state.capacity_version, state.attempted_at = self.capacity_version, time.monotonic()
+        try:
+            result = solve(request, snapshot, self.solver_config)
+        except BadRequest as exc:
+            state.move("Pending: invalid")
+            self._report_once(state, gang.ref, "InvalidGang", str(exc), gang.pending)
+            return
+        state.result = result
+        if isinstance(result, Unschedulable):
+            self._unschedulable(gang, state, result, len(snapshot.nodes))
+            return
+        self._bind_gang(gang, state, result)
+
+    def _bind_gang(self, gang: Gang, state: GangState, result: Placement) -> None:
+        by_name = {p.name: p for p in gang.pending}
+        placements = [(by_name[a.pod], a.node) for a in result.assignments]
+        for pod, node in placements:  # assume: the room is taken before any bind returns
+            self.cache.assume(pod, node)
+        state.move("Binding")
+        results, bind_s = self.binder.bind_all([(p.key, node) for p, node in placements])
+        state.bind_s = bind_s
+        failed = [r for r in results if not r.ok]
+        for r in results:
+            pod = by_name[r.pod.split("/", 1)[1]]
+            if r.ok:
+                self.events.event(_pod_ref(pod), "Scheduled",
+                                  f"Successfully assigned {pod.key} to {r.node}")
+            else:
+                self.cache.forget(pod.key)
+                self.events.event(_pod_ref(pod), "FailedScheduling",
+                                  f"binding to {r.node} failed: {r.status} {r.reason}", True)
+        bound = len(results) - len(failed)
+        state.move("Bound" if not failed else "Partially bound: repairing")
+        metrics = result.metrics
+        message = (f"placed {bound}/{len(results)} pods in {result.solver.solve_s:.3f}s "
+                   f"({result.solver.algorithm} {result.solver.status}); domains used "
+                   f"{metrics.domains_used}; lower bound {metrics.lower_bound}; ring hops "
+                   f"{metrics.ring_hops}; bound in {bind_s:.3f}s")
+        self.events.event(gang.ref, "Scheduled" if not failed else "PartiallyBound", message,
+                          bool(failed))
+        if gang.ref.kind == "PodGroup":
+            self.events.pod_group_status(gang.ref.namespace, gang.ref.name, {
+                "phase": "Scheduled" if not failed else "Scheduling",
+                "scheduled": gang.bound + bound,
+                "conditions": [_condition("Scheduled", not failed, "Placed", message)],
+            })
+        log.info("gang %s: %s", gang.key, message)
+        state.reported = ""
+
+    def _unschedulable(self, gang: Gang, state: GangState, result: Unschedulable,
+                       nodes: int) -> None:
+        state.move("Pending: unschedulable")
+        reason = result.reason
+        message = f"0/{nodes} nodes are available for gang {gang.key}: {reason}"
+        if state.reported == message:
+            return
+        state.reported = message
+        for pod in gang.pending:
+            self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
+        self.events.event(gang.ref, "FailedScheduling", message, True)
+        if gang.ref.kind == "PodGroup":
+            self.events.pod_group_status(gang.ref.namespace, gang.ref.name, {
+                "phase": "Pending", "scheduled": gang.bound,
+                "conditions": [_condition("Scheduled", False, result.diagnosis.code, reason)],
+            })
+        log.info("gang %s: unschedulable (%s): %s", gang.key, result.diagnosis.code, reason)
+
+    def _report_once(self, state: GangState, ref: ObjectRef, reason: str, message: str,
+                     pods: tuple[PodRecord, ...]) -> None:
+        if state.reported == message:
+            return
+        state.reported = message
+        self.events.event(ref, reason, message, True)
+        for pod in pods:
+            self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
+        if ref.kind == "PodGroup":
+            self.events.pod_group_status(ref.namespace, ref.name, {
+                "phase": "Pending",
+                "conditions": [_condition("Scheduled", False, reason, message)]})
+        log.info("gang %s: %s: %s", state.key, reason, message)
+
+    def schedule_single(self, pod: PodRecord) -> None:
+        node, fit = choose_node(pod, self.cache.snapshot())
+        if node is None:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(fit.excluded.items()))
+            message = f"0/{len(fit.capacity)} nodes are available: {reasons}"
+            state = self.gangs.setdefault(pod.key, GangState(pod.key))
+            if state.reported != message:
+                state.reported = message
+                self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
+            return
+        self.cache.assume(pod, node)
+        result = self.binder.bind_one(pod.key, node)
+        if result.ok:
+            self.events.event(_pod_ref(pod), "Scheduled",
+                              f"Successfully assigned {pod.key} to {node}")
+            log.debug("pod %s bound to %s", pod.key, node)
+        else:
+            self.cache.forget(pod.key)
+            self.events.event(_pod_ref(pod), "FailedScheduling",
+                              f"binding to {node} failed: {result.status} {result.reason}", True)
+
+
+def _pod_ref(pod: PodRecord) -> ObjectRef:
+    return ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason,
+            "message": message[:1024],
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

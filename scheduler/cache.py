@@ -55,6 +55,7 @@ class ClusterCache:
         self.node_generation = 0
         self._tree: tuple[int, DomainTree] | None = None
         self.watchers: list[Watcher] = []
+        self._pod_group_checked = -1e9
 
     # -- watch handlers ---------------------------------------------------------------
     def _parse(self, kind: str, raw: Raw, parse: Callable[[Raw], Any]) -> Any | None:
@@ -187,14 +188,27 @@ class ClusterCache:
                     on_replace=self.replace_pods, on_event=self.pod_event,
                     query={"fieldSelector": UNFINISHED}),
         ]
-        if self.pod_groups_served():
-            group, version, plural = POD_GROUPS
-            self.watchers.append(Watcher(
-                self.kube, api_path(group, version, plural), name="podgroups",
-                on_replace=self.replace_pod_groups, on_event=self.pod_group_event))
         for watcher in self.watchers:
             watcher.start()
+        self.ensure_pod_group_watch()
         return self
+
+    def ensure_pod_group_watch(self) -> bool:
+        """Starts watching PodGroups once their CRD is served (it may be installed after
+        the scheduler starts); cheap to call every cycle, it checks at most every 10 s."""
+        if any(w.name == "podgroups" for w in self.watchers):
+            return True
+        now = time.monotonic()
+        if now - self._pod_group_checked < 10.0:
+            return False
+        self._pod_group_checked = now
+        if not self.pod_groups_served():
+            return False
+        group, version, plural = POD_GROUPS
+        watcher = Watcher(self.kube, api_path(group, version, plural), name="podgroups",
+                          on_replace=self.replace_pod_groups, on_event=self.pod_group_event)
+        self.watchers.append(watcher.start())
+        return True
 
     def pod_groups_served(self) -> bool:
         group, version, plural = POD_GROUPS

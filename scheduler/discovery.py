@@ -34,6 +34,7 @@ class Gang:
     min_member: int
     annotations: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    timeout_s: float | None = None
 
     @property
     def needed(self) -> int:
@@ -132,7 +133,13 @@ def _gang(kind: str, namespace: str, name: str, members: list[PodRecord], bound:
         except GangSpecError as exc:
             return Gang(key, ref, tuple(members), bound, 1, error=str(exc))
         annotations = dict((raw.get("metadata") or {}).get("annotations") or {})
-        return Gang(key, ref, tuple(members), bound, min_member, annotations)
+        timeout = (raw.get("spec") or {}).get("scheduleTimeoutSeconds")
+        if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+            return Gang(key, ref, tuple(members), bound, min_member, annotations,
+                        error=f"PodGroup {key}: field spec.scheduleTimeoutSeconds: expected an "
+                              f"integer >= 1, got {timeout!r}")
+        return Gang(key, ref, tuple(members), bound, min_member, annotations,
+                    timeout_s=float(timeout) if timeout else None)
     owner = members[0].owner
     ref = ObjectRef(kind, namespace, name, owner.uid if owner else "",
                     owner.api_version if owner else "")

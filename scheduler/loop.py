@@ -42,6 +42,7 @@ class GangState:
     bind_s: float = 0.0
     capacity_version: int = -1
     attempted_at: float = 0.0
+    waiting_since: float = 0.0
     reported: str = ""
     transitions: list[tuple[str, float]] = field(default_factory=list)
 
@@ -92,6 +93,7 @@ class Scheduler:
             self.wake.clear()
             if self.stopped.is_set():
                 return
+            self.cache.ensure_pod_group_watch()
             if not self.cache.synced() or not self.may_bind.is_set():
                 continue
             try:
@@ -110,6 +112,7 @@ class Scheduler:
 
     def schedule_gang(self, gang: Gang) -> None:
         state = self.gangs.setdefault(gang.key, GangState(gang.key))
+        self._check_timeout(gang, state)
         if gang.error is not None:
             state.move("Pending: invalid")
             self._report_once(state, gang.ref, "InvalidGang", gang.error, gang.pending)
@@ -136,6 +139,21 @@ class Scheduler:
             self._unschedulable(gang, state, result, len(snapshot.nodes))
             return
         self._bind_gang(gang, state, result)
+
+    def _check_timeout(self, gang: Gang, state: GangState) -> None:
+        """scheduleTimeoutSeconds: a gang not placed in time gets an Event and starts a
+        new wait (it stays queued: the next capacity change may still place it)."""
+        if gang.timeout_s is None:
+            return
+        now = time.monotonic()
+        if state.waiting_since == 0.0:
+            state.waiting_since = now
+        elif now - state.waiting_since > gang.timeout_s:
+            state.waiting_since = now
+            message = (f"gang {gang.key} not placed within scheduleTimeoutSeconds="
+                       f"{gang.timeout_s:g} ({state.state}); still queued")
+            self.events.event(gang.ref, "ScheduleTimeout", message, True)
+            log.info("gang %s: %s", gang.key, message)
 
     def _bind_gang(self, gang: Gang, state: GangState, result: Placement) -> None:
         by_name = {p.name: p for p in gang.pending}

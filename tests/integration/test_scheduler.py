@@ -3,95 +3,29 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from localcluster.bulk import create_all, ensure_namespace, wait_until
-from localcluster.cluster import node_ready
 from scheduler.kube import api_path
 from solver.request import GangRequest, Member, PodShape, SolverConfig
 from solver.solve import solve
+from tests.integration.helpers import (
+    NS,
+    POOL,
+    create_all,
+    events_for,
+    pods_of,
+    pool_nodes,
+    statefulset,
+    wait_until,
+)
 from topology.presets import AWS_LAYER, resolve_preset
 from topology.records import node_from_json
 from topology.snapshot import build_snapshot
-from topology.synthetic import ClusterSpec, synth_nodes
 
 pytestmark = pytest.mark.integration
-NS = "sched-test"
-POOL = "phalanx.dev/test-pool"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def phalanx(local_cluster, kube, tmp_path_factory):
-    log = tmp_path_factory.mktemp("phalanx") / "phalanx.log"
-    port = _free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
-             str(local_cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT)
-    ensure_namespace(kube, NS)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(log.read_text()[-5000:])
-
-
-def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16)):
-    nodes = synth_nodes(ClusterSpec(nodes=count, fanout=fanout, seed=seed))
-    for node in nodes:
-        name = f"{pool}-{node['metadata']['name']}"
-        node["metadata"]["name"] = name
-        node["metadata"]["labels"].update({"kubernetes.io/hostname": name, POOL: pool})
-    create_all(kube, nodes)
-    # The gang must be solved against the whole pool: wait until KWOK has every node
-    # Ready, then give the scheduler's node watch a moment to deliver those updates.
-    def ready() -> int:
-        items = kube.get(api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]
-        return sum(1 for n in items if node_ready(n))
-    wait_until(lambda: ready() == count, 60, f"{count} {pool} nodes Ready")
-    time.sleep(1.0)
-    return nodes
-
-
-def statefulset(name: str, replicas: int, pool: str, gpus: int = 8, annotations=None):
-    return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
-                "spec": {"schedulerName": "phalanx", "nodeSelector": {POOL: pool},
-                         "containers": [{"name": "w", "image": "trainer", "resources": {
-                             "limits": {"nvidia.com/gpu": str(gpus)}}}]}}},
-    }
-
-
-def pods_of(kube, app: str):
-    return kube.get(api_path("", "v1", "pods", NS), labelSelector=f"app={app}")["items"]
-
-
-def events_for(kube, name: str):
-    return kube.get(api_path("", "v1", "events", NS),
-                    fieldSelector=f"involvedObject.name={name}")["items"]
 
 
 def test_statefulset_gang_bound_with_optimal_domain_counts(kube, phalanx):

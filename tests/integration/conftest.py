@@ -1,0 +1,1 @@
+from tests.integration.helpers import phalanx  # noqa: F401  (session fixture)

@@ -1,0 +1,140 @@
+"""Shared pieces of the scheduler integration tests: a running `phalanx run` and node pools."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from localcluster.bulk import create_all, ensure_namespace, wait_until
+from localcluster.cluster import node_ready
+from scheduler.kube import api_path
+from topology.synthetic import ClusterSpec, synth_nodes
+
+NS = "sched-test"
+POOL = "phalanx.dev/test-pool"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def phalanx(local_cluster, kube, tmp_path_factory):
+    log = tmp_path_factory.mktemp("phalanx") / "phalanx.log"
+    port = _free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
+             str(local_cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT)
+    ensure_namespace(kube, NS)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        print(log.read_text()[-5000:])
+
+
+def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16), batch: str = ""):
+    """`count` Ready synthetic nodes labelled with the pool; `batch` names a second set."""
+    nodes = synth_nodes(ClusterSpec(nodes=count, fanout=fanout, seed=seed))
+    for node in nodes:
+        name = f"{pool}{batch}-{node['metadata']['name']}"
+        node["metadata"]["name"] = name
+        node["metadata"]["labels"].update({"kubernetes.io/hostname": name, POOL: pool})
+    create_all(kube, nodes)
+    # The gang must be solved against the whole pool: wait until KWOK has every node
+    # Ready, then give the scheduler's node watch a moment to deliver those updates.
+    names = {n["metadata"]["name"] for n in nodes}
+
+    def ready() -> int:
+        items = kube.get(api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]
+        return sum(1 for n in items if n["metadata"]["name"] in names and node_ready(n))
+    wait_until(lambda: ready() == count, 60, f"{count} {pool}{batch} nodes Ready")
+    time.sleep(1.0)
+    return nodes
+
+
+def statefulset(name: str, replicas: int, pool: str, gpus: int = 8, annotations=None):
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
+                "spec": {"schedulerName": "phalanx", "nodeSelector": {POOL: pool},
+                         "containers": [{"name": "w", "image": "trainer", "resources": {
+                             "limits": {"nvidia.com/gpu": str(gpus)}}}]}}},
+    }
+
+
+def pods_of(kube, app: str):
+    return kube.get(api_path("", "v1", "pods", NS), labelSelector=f"app={app}")["items"]
+
+
+def events_for(kube, name: str):
+    return kube.get(api_path("", "v1", "events", NS),
+                    fieldSelector=f"involvedObject.name={name}")["items"]
+
+
+
+
+CRD = "podgroups.scheduling.x-k8s.io"
+
+
+def install_pod_group_crd(kube) -> None:
+    """Applies manifests/crd/podgroup.yaml and waits until the API serves it."""
+    import yaml
+
+    from localcluster.binaries import REPO
+    from scheduler.errors import ApiError
+
+    crd = yaml.safe_load((REPO / "manifests" / "crd" / "podgroup.yaml").read_text())
+    path = api_path("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    try:
+        kube.create(path, crd)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        status = kube.get(f"{path}/{CRD}").get("status") or {}
+        return any(c.get("type") == "Established" and c.get("status") == "True"
+                   for c in status.get("conditions") or ())
+    wait_until(established, 60, "PodGroup CRD established")
+
+
+def pod_group(name: str, min_member: int, **spec_extra) -> dict:
+    return {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"minMember": min_member, **spec_extra}}
+
+
+def group_pods(group: str, count: int, pool: str, gpus: int = 8) -> list[dict]:
+    return [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"{group}-{i}", "namespace": NS,
+                          "labels": {"scheduling.x-k8s.io/pod-group": group, "app": group}},
+             "spec": {"schedulerName": "phalanx", "nodeSelector": {POOL: pool},
+                      "containers": [{"name": "w", "image": "x", "resources": {
+                          "limits": {"nvidia.com/gpu": str(gpus)}}}]}}
+            for i in range(count)]
+
+
+def pod_group_path(name: str | None = None) -> str:
+    return api_path("scheduling.x-k8s.io", "v1alpha1", "podgroups", NS, name)
+
+
+def bound(pods: list[dict]) -> list[dict]:
+    return [p for p in pods if p["spec"].get("nodeName")]

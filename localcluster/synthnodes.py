@@ -19,10 +19,20 @@ class Populated:
     ready_s: float
 
 
+LIFECYCLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def schedulable(node: dict[str, Any]) -> bool:
+    """Ready, and the node-lifecycle controller has lifted its not-ready taint (with
+    thousands of nodes created at once it lags KWOK's Ready by seconds)."""
+    taints = (node.get("spec") or {}).get("taints") or ()
+    return node_ready(node) and not any(t.get("key") in LIFECYCLE_TAINTS for t in taints)
+
+
 def ready_synthetic_nodes(kube: KubeClient) -> int:
     items, _ = kube.list_all(api_path("", "v1", "nodes"),
                              {"labelSelector": f"{SYNTHETIC_LABEL}=true"})
-    return sum(1 for node in items if node_ready(node))
+    return sum(1 for node in items if schedulable(node))
 
 
 def populate(kube: KubeClient, spec: ClusterSpec, *, concurrency: int = 48,
@@ -32,7 +42,7 @@ def populate(kube: KubeClient, spec: ClusterSpec, *, concurrency: int = 48,
     node_report = create_all(kube, nodes, concurrency=concurrency)
     wanted = len(nodes)
     ready_s = wait_until(lambda: ready_synthetic_nodes(kube) >= wanted, ready_timeout,
-                         f"{wanted} synthetic nodes Ready")
+                         f"{wanted} synthetic nodes Ready and untainted")
     load_report = None
     pods: list[dict[str, Any]] = synth_load(spec, nodes)
     if pods:

@@ -146,6 +146,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"phalanx run: {exc}", file=sys.stderr)
         return 1
+    if config.leader_election.enabled:
+        # Not built yet (the resilience work adds the Lease): refuse rather than run two
+        # replicas that would both bind.
+        print("phalanx run: config field 'leaderElection.enabled': leader election is not "
+              "available in this version; run a single replica with enabled: false",
+              file=sys.stderr)
+        return 1
     if args.http_address:
         from dataclasses import replace
 

@@ -20,6 +20,7 @@ import orjson
 import urllib3
 
 from scheduler.errors import ApiError, ApiUnavailable
+from topology.gcpause import gc_paused
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -47,7 +48,12 @@ class Response:
     headers: Mapping[str, str]
 
     def json(self) -> Any:
-        return orjson.loads(self.data) if self.data else None
+        if not self.data:
+            return None
+        if len(self.data) < 1 << 20:
+            return orjson.loads(self.data)
+        with gc_paused():  # a 100k-node list is millions of objects: GC passes dominate
+            return orjson.loads(self.data)
 
 
 def _error_from(method: str, path: str, status: int, data: bytes, headers: Any) -> ApiError:

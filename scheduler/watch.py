@@ -53,7 +53,9 @@ class Watcher:
         self.stopped.set()
 
     def _list(self) -> None:
-        items, version = self.kube.list_all(self.path, self.query)
+        # resourceVersion=0: served from the apiserver's watch cache in one response, as
+        # informers list; the watch that follows catches up from the returned version.
+        items, version = self.kube.list_all(self.path, {**self.query, "resourceVersion": "0"})
         self.on_replace(items)
         self.version = version
         self.relists += 1

@@ -11,8 +11,9 @@ recorded stream of its replies.
 2. On 2 cores the apiserver itself needs ~0.1 ms per node to serialise a list, so a
    100k-node list is mostly the server's time. For `--recorded` nodes the reply the real
    apiserver gave in step 1 is recorded and replicated (node names and hostname labels
-   made unique) to that size, and a second child process decodes, parses and indexes it
-   from memory: Phalanx's own share of a 100k-node start-up.
+   made unique) to that size and cut into 1,000-node pages, and a second child process
+   decodes and parses them page by page, as the cache does, then indexes the tree:
+   Phalanx's own share of a 100k-node start-up.
 """
 
 from __future__ import annotations
@@ -36,20 +37,30 @@ import gc, json, resource, sys, time
 from scheduler.cache import ClusterCache
 from scheduler.kube import Response
 from topology.presets import resolve_preset
-data = open(sys.argv[1], "rb").read()
-gc.collect()
+# One page (1,000 nodes, as a paginated list returns them) per line, read as needed:
+# only what the cache itself keeps stays in memory.
 cache = ClusterCache(None, resolve_preset("aws"))
+gc.collect()
 started = time.perf_counter()
-items = Response(200, data, {}).json()["items"]
-decoded = time.perf_counter() - started
-cache.replace_nodes(items)
+records, decoded, size = [], 0.0, 0
+for page in open(sys.argv[1], "rb"):
+    size += len(page)
+    t0 = time.perf_counter()
+    raw = Response(200, page, {}).json()["items"]
+    decoded += time.perf_counter() - t0
+    records.extend(cache.parse_nodes(raw))
+    del raw
+cache.install_nodes(records)
 parsed = time.perf_counter() - started
+rss_parsed_mb = int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
 snapshot = cache.snapshot()
 total = time.perf_counter() - started
 rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-print(json.dumps({"recorded_nodes": len(cache.nodes), "recorded_mb": round(len(data) / 1e6),
+print(json.dumps({"recorded_nodes": len(cache.nodes),
+                  "recorded_mb": round(size / 1e6),
                   "decode_s": round(decoded, 2), "decode_and_parse_s": round(parsed, 2),
-                  "with_domain_tree_s": round(total, 2), "peak_rss_mb": rss_mb}))
+                  "with_domain_tree_s": round(total, 2), "rss_after_parse_mb": rss_parsed_mb,
+                  "peak_rss_mb": rss_mb}))
 """
 
 CHILD = r"""
@@ -74,8 +85,9 @@ print(json.dumps({"nodes_cached": len(cache.nodes), "list_and_parse_s": round(li
 """
 
 
-def _replicate(node_list: dict, count: int) -> bytes:
-    """The apiserver's own NodeList reply, grown to `count` items with unique names."""
+def _replicate(node_list: dict, count: int) -> list[bytes]:
+    """The apiserver's own NodeList reply, grown to `count` items with unique names and
+    cut into 1,000-node pages."""
     items = node_list["items"]
     grown = []
     for i in range(count):
@@ -86,7 +98,8 @@ def _replicate(node_list: dict, count: int) -> bytes:
             node["metadata"]["labels"]["kubernetes.io/hostname"] = name
             node["metadata"]["uid"] = f"{node['metadata'].get('uid', '')}-{i}"
         grown.append(node)
-    return orjson.dumps({**node_list, "items": grown})
+    return [orjson.dumps({**node_list, "items": grown[i:i + 1000]})
+            for i in range(0, len(grown), 1000)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                   "create_s": round(create_s, 1), **json.loads(child.stdout)}
         reply = cluster.kube().request("GET", api_path("", "v1", "nodes"),
                                        query={"resourceVersion": "0"}, timeout=300)
-        recorded = _replicate(orjson.loads(reply.data), args.recorded)  # type: ignore[union-attr]
-        with tempfile.NamedTemporaryFile(suffix=".json") as stream:
-            stream.write(recorded)
+        pages = _replicate(orjson.loads(reply.data), args.recorded)  # type: ignore[union-attr]
+        with tempfile.NamedTemporaryFile(suffix=".jsonl") as stream:
+            for page in pages:
+                stream.write(page + b"\n")
             stream.flush()
-            del recorded
+            del pages
             child = subprocess.run([sys.executable, "-c", RECORDED, stream.name],
                                    capture_output=True, text=True, check=True)
         result.update({f"recorded_{k}" if not k.startswith("recorded") else k: v

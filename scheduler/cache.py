@@ -67,13 +67,19 @@ class ClusterCache:
             return None
         return record
 
-    def replace_nodes(self, items: list[Raw]) -> None:
+    def parse_nodes(self, items: list[Raw]) -> list[NodeRecord]:
         with gc_paused():
             records = [self._parse("node", item, node_from_json) for item in items]
+        return [r for r in records if r is not None]
+
+    def install_nodes(self, records: list[NodeRecord]) -> None:
         with self.lock:
-            self.nodes = {r.name: r for r in records if r is not None}
+            self.nodes = {r.name: r for r in records}
             self.node_generation += 1
         self.on_change("nodes")
+
+    def replace_nodes(self, items: list[Raw]) -> None:
+        self.install_nodes(self.parse_nodes(items))
 
     def node_event(self, kind: str, raw: Raw) -> None:
         name = (raw.get("metadata") or {}).get("name")
@@ -90,13 +96,19 @@ class ClusterCache:
             self.node_generation += 1
         self.on_change("nodes")
 
-    def replace_pods(self, items: list[Raw]) -> None:
+    def parse_pods(self, items: list[Raw]) -> list[PodRecord]:
         with gc_paused():
             records = [self._parse("pod", item, pod_from_json) for item in items]
+        return [r for r in records if r is not None]
+
+    def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
-            self.pods = {r.key: r for r in records if r is not None}
+            self.pods = {r.key: r for r in records}
             self._confirm_assumed()
         self.on_change("pods")
+
+    def replace_pods(self, items: list[Raw]) -> None:
+        self.install_pods(self.parse_pods(items))
 
     def pod_event(self, kind: str, raw: Raw) -> None:
         meta = raw.get("metadata") or {}
@@ -183,10 +195,11 @@ class ClusterCache:
     def start(self) -> ClusterCache:
         self.watchers = [
             Watcher(self.kube, api_path("", "v1", "nodes"), name="nodes",
-                    on_replace=self.replace_nodes, on_event=self.node_event),
+                    convert=self.parse_nodes, on_replace=self.install_nodes,
+                    on_event=self.node_event),
             Watcher(self.kube, api_path("", "v1", "pods"), name="pods",
-                    on_replace=self.replace_pods, on_event=self.pod_event,
-                    query={"fieldSelector": UNFINISHED}),
+                    convert=self.parse_pods, on_replace=self.install_pods,
+                    on_event=self.pod_event, query={"fieldSelector": UNFINISHED}),
         ]
         for watcher in self.watchers:
             watcher.start()

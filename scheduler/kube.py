@@ -50,9 +50,9 @@ class Response:
     def json(self) -> Any:
         if not self.data:
             return None
-        if len(self.data) < 1 << 20:
+        if len(self.data) < 1 << 16:
             return orjson.loads(self.data)
-        with gc_paused():  # a 100k-node list is millions of objects: GC passes dominate
+        with gc_paused():  # a page of nodes is ~100k objects: GC passes would dominate
             return orjson.loads(self.data)
 
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Raw = dict[str, Any]
 WATCH_TIMEOUT_S = 240
+LIST_PAGE = 1000
 
 
 class Gone(Exception):
@@ -33,11 +34,13 @@ class Gone(Exception):
 
 class Watcher:
     def __init__(self, kube: KubeClient, path: str, *, name: str,
-                 on_replace: Callable[[list[Raw]], None],
+                 on_replace: Callable[[list[Any]], None],
                  on_event: Callable[[str, Raw], None],
-                 query: dict[str, str] | None = None) -> None:
+                 query: dict[str, str] | None = None,
+                 convert: Callable[[list[Raw]], list[Any]] | None = None) -> None:
         self.kube, self.path, self.name = kube, path, name
         self.on_replace, self.on_event = on_replace, on_event
+        self.convert = convert or (lambda items: items)
         self.query = dict(query or {})
         self.synced = threading.Event()
         self.stopped = threading.Event()
@@ -53,10 +56,16 @@ class Watcher:
         self.stopped.set()
 
     def _list(self) -> None:
-        # resourceVersion=0: served from the apiserver's watch cache in one response, as
-        # informers list; the watch that follows catches up from the returned version.
-        items, version = self.kube.list_all(self.path, {**self.query, "resourceVersion": "0"})
-        self.on_replace(items)
+        # resourceVersion=0: served from the apiserver's watch cache, as informers list;
+        # the watch that follows catches up from the returned version. Each page is
+        # converted (to records) as it arrives, so raw JSON never piles up in memory.
+        converted: list[Any] = []
+        version = ""
+        query = {**self.query, "resourceVersion": "0"}
+        for page in self.kube.list_pages(self.path, query, page_size=LIST_PAGE):
+            converted.extend(self.convert(page.get("items") or []))
+            version = (page.get("metadata") or {}).get("resourceVersion", version)
+        self.on_replace(converted)
         self.version = version
         self.relists += 1
         self.synced.set()

@@ -135,3 +135,25 @@ def test_daemonset_pods_go_to_their_nodes(kube, phalanx):
     wait_until(lambda: len(bound(pods_of(kube, "agent"))) == 3, 60, "one agent per node")
     assert {p["spec"]["nodeName"] for p in pods_of(kube, "agent")} == {
         n["metadata"]["name"] for n in nodes}
+
+
+def test_schedule_timeout_is_reported_and_the_gang_stays_queued(kube, crd):
+    pool_nodes(kube, "pool-t", 1, seed=28, fanout=(1, 1, 1))
+    kube.create(pod_group_path(), pod_group("pg-slow", 2, scheduleTimeoutSeconds=2))
+    create_all(kube, group_pods("pg-slow", 2, "pool-t"))
+    wait_until(lambda: any(e["reason"] == "ScheduleTimeout" for e in events_for(kube, "pg-slow")),
+               60, "ScheduleTimeout event on the PodGroup")
+    assert bound(pods_of(kube, "pg-slow")) == []
+    pool_nodes(kube, "pool-t", 1, seed=29, fanout=(1, 1, 1), batch="-more")
+    wait_until(lambda: len(bound(pods_of(kube, "pg-slow"))) == 2, 60, "placed after scale-up")
+
+
+def test_required_topology_pending_when_no_single_domain_fits(kube, crd):
+    pool_nodes(kube, "pool-r", 8, seed=30, fanout=(1, 2, 4))
+    kube.create(api_path("apps", "v1", "statefulsets", NS), statefulset(
+        "spread", 5, "pool-r",
+        annotations={"phalanx.dev/required-topology": "topology.k8s.aws/network-node-layer-3"}))
+    wait_until(lambda: any("required topology topology.k8s.aws/network-node-layer-3"
+                           in e["message"] for e in events_for(kube, "spread-0")),
+               60, "FailedScheduling naming the required level")
+    assert bound(pods_of(kube, "spread")) == []

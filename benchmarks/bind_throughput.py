@@ -11,8 +11,8 @@ raw JSON, concurrent), then measure the ceiling: the same number of small writes
 from __future__ import annotations
 
 import argparse
-import json
 
+from benchmarks.report import print_result
 from localcluster.bulk import create_all, ensure_namespace
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate
@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling_writes_per_s": round(ceiling.per_second, 1),
         "binds_vs_ceiling": round(args.pods / bind_s / ceiling.per_second, 2),
     }
-    print(json.dumps(result))
-    for key, value in result.items():
-        print(f"{key:<22} {value}")
+    print_result(result)
     return 0
 
 

@@ -27,6 +27,7 @@ import time
 
 import orjson
 
+from benchmarks.report import print_result
 from localcluster.bulk import create_all
 from localcluster.cluster import LocalCluster
 from scheduler.kube import api_path
@@ -140,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             cluster.down()
-    print(json.dumps(result))
-    for key, value in result.items():
-        print(f"{key:<22} {value}")
+    print_result(result)
     return 0
 
 

@@ -10,11 +10,11 @@ pods of existing load (bound at creation, so no scheduler is involved).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 
+from benchmarks.report import print_result
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate
 from topology.synthetic import ClusterSpec
@@ -50,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_pods": done.load.created if done.load else 0,
         "load_pods_per_s": round(done.load.per_second, 1) if done.load else 0.0,
     }
-    print(json.dumps(result))
-    width = max(len(key) for key in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
     return 0
 
 

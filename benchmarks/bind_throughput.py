@@ -25,7 +25,7 @@ NS = "bind-bench"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pods", type=int, default=2048)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=128)
     args = parser.parse_args(argv)
     cluster = LocalCluster(name="phalanx-bench-bind")
     cluster.down()

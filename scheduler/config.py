@@ -38,7 +38,7 @@ class Config:
     """Pods requesting any of these go through gang placement; others the per-pod path."""
     solver_time_limit_s: float = 1.0
     algorithm: str = "cpsat"
-    bind_concurrency: int = 64
+    bind_concurrency: int = 128
     http_address: str = "127.0.0.1:10270"
     leader_election: LeaderElection = field(default_factory=LeaderElection)
     unschedulable_retry_s: float = 30.0
@@ -145,7 +145,7 @@ def parse_config(raw: Any) -> Config:
         solver_time_limit_s=_number(solver.get("timeLimitSeconds", 1.0),
                                     "solver.timeLimitSeconds", 0.01, 60),
         algorithm=algorithm,
-        bind_concurrency=_integer(binder.get("concurrency", 64), "binder.concurrency", 1, 1024),
+        bind_concurrency=_integer(binder.get("concurrency", 128), "binder.concurrency", 1, 1024),
         http_address=_address(http.get("address", defaults.http_address)),
         leader_election=election,
         unschedulable_retry_s=_number(top.get("unschedulableRetrySeconds", 30),

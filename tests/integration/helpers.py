@@ -10,7 +10,7 @@ import time
 import pytest
 
 from localcluster.bulk import create_all, ensure_namespace, wait_until
-from localcluster.cluster import node_ready
+from localcluster.synthnodes import schedulable
 from scheduler.kube import api_path
 from topology.synthetic import ClusterSpec, synth_nodes
 
@@ -54,12 +54,13 @@ def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16), batch:
         node["metadata"]["labels"].update({"kubernetes.io/hostname": name, POOL: pool})
     create_all(kube, nodes)
     # The gang must be solved against the whole pool: wait until KWOK has every node
-    # Ready, then give the scheduler's node watch a moment to deliver those updates.
+    # Ready and the node-lifecycle controller has lifted its not-ready taint, then give
+    # the scheduler's node watch a moment to deliver those updates.
     names = {n["metadata"]["name"] for n in nodes}
 
     def ready() -> int:
         items = kube.get(api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]
-        return sum(1 for n in items if n["metadata"]["name"] in names and node_ready(n))
+        return sum(1 for n in items if n["metadata"]["name"] in names and schedulable(n))
     wait_until(lambda: ready() == count, 60, f"{count} {pool}{batch} nodes Ready")
     time.sleep(1.0)
     return nodes

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(json.dumps(cluster.status(), indent=2))
             return 0
+        if not cluster.healthy():
+            print(f"localcluster: cluster {args.name} is not up (python -m localcluster up "
+                  f"--name {args.name})", file=sys.stderr)
+            return 1
         nodes, _ = cluster.kube().list_all(api_path("", "v1", "nodes"))
         print(render_table(summarize_levels(nodes, resolve_preset("aws"))))
         return 0

@@ -26,7 +26,6 @@ from topology.presets import Preset, effective_levels
 from topology.records import NodeRecord, PodRecord
 
 IntArray = npt.NDArray[np.int64]
-UNLABELLED = "<unlabelled>"
 
 
 def unlabelled_component(node: str) -> str:

@@ -1,19 +1,21 @@
 """Per-level summary of a node set: how many domains each level has and how big they are.
 
-Pure, from raw Node JSON. Domain identity is the path of values from the top (DESIGN §2),
-so two layer-3 domains with the same value under different parents stay distinct.
+Pure, from raw Node JSON, through the same domain tree placement uses: domain identity
+is the path of values from the top (DESIGN §2), and a node missing a level's label is a
+`<unlabelled:NAME>` domain of its own from that level down.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from topology.presets import Preset, effective_levels
+import numpy as np
 
-UNLABELLED = "<unlabelled>"
+from topology.presets import Preset
+from topology.records import node_from_json
+from topology.snapshot import build_tree
 
 
 @dataclass(frozen=True)
@@ -26,28 +28,16 @@ class LevelSummary:
     unlabelled_nodes: int
 
 
-def domain_path(labels: dict[str, str], levels: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(level.value(labels) or UNLABELLED for level in levels)
-
-
 def summarize_levels(nodes: list[dict[str, Any]], preset: Preset) -> list[LevelSummary]:
-    labels = [node.get("metadata", {}).get("labels") or {} for node in nodes]
-    levels = effective_levels(preset, labels)
-    paths = [domain_path(node_labels, levels) for node_labels in labels]
+    tree = build_tree([node_from_json(node) for node in nodes], preset)
     rows = []
-    for depth, level in enumerate(levels):
-        sizes = Counter(path[: depth + 1] for path in paths)
-        counts = sorted(sizes.values()) or [0]
-        rows.append(
-            LevelSummary(
-                key=level.key,
-                domains=len(sizes),
-                min_nodes=counts[0],
-                median_nodes=float(median(counts)),
-                max_nodes=counts[-1],
-                unlabelled_nodes=sum(1 for path in paths if path[depth] == UNLABELLED),
-            )
-        )
+    for level, key in enumerate(tree.levels):
+        sizes = np.bincount(tree.domain_of[level], minlength=tree.domain_count(level))
+        counts = sorted(sizes.tolist()) or [0]
+        unlabelled = sum(1 for i in range(len(tree.nodes))
+                         if tree.node_path(i)[level].startswith("<unlabelled:"))
+        rows.append(LevelSummary(key, tree.domain_count(level), counts[0],
+                                 float(median(counts)), counts[-1], unlabelled))
     return rows
 
 

@@ -9,7 +9,7 @@ from topology.presets import (
     effective_levels,
     resolve_preset,
 )
-from topology.summary import UNLABELLED, summarize_levels
+from topology.summary import summarize_levels
 from topology.synthetic import ClusterSpec, synth_nodes
 
 
@@ -53,4 +53,3 @@ def test_summary_counts_domains_by_path_and_unlabelled_nodes():
     assert by_key[AWS_LAYER[2]].max_nodes == 32
     assert by_key[AWS_LAYER[2]].unlabelled_nodes == 1
     assert by_key[AWS_LAYER[0]].domains == 2
-    assert UNLABELLED == "<unlabelled>"

@@ -67,10 +67,13 @@ class ClusterCache:
             return None
         return record
 
-    def parse_nodes(self, items: list[Raw]) -> list[NodeRecord]:
+    def _parse_all(self, kind: str, items: list[Raw], parse: Callable[[Raw], Any]) -> list[Any]:
         with gc_paused():
-            records = [self._parse("node", item, node_from_json) for item in items]
+            records = [self._parse(kind, item, parse) for item in items]
         return [r for r in records if r is not None]
+
+    def parse_nodes(self, items: list[Raw]) -> list[NodeRecord]:
+        return self._parse_all("node", items, node_from_json)
 
     def install_nodes(self, records: list[NodeRecord]) -> None:
         with self.lock:
@@ -97,9 +100,7 @@ class ClusterCache:
         self.on_change("nodes")
 
     def parse_pods(self, items: list[Raw]) -> list[PodRecord]:
-        with gc_paused():
-            records = [self._parse("pod", item, pod_from_json) for item in items]
-        return [r for r in records if r is not None]
+        return self._parse_all("pod", items, pod_from_json)
 
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:

@@ -10,7 +10,7 @@ A gang whose spec is malformed is reported with the field named, never placed.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,19 +104,19 @@ def discover(cache: ClusterCache, scheduler_name: str, accelerators: tuple[str, 
         all_pods = list(cache.pods.values())
         pod_groups = dict(cache.pod_groups)
         assumed = set(cache.assumed)
-    gangs = []
-    for (kind, namespace, name), members in groups.items():
-        # Bound means bound in the API or assumed by us (its binding not yet watched).
-        bound = sum(1 for p in all_pods if p.namespace == namespace and not p.terminal
-                    and (p.node_name or p.key in assumed) and _member_of(p, kind, name))
-        gangs.append(_gang(kind, namespace, name, members, bound, pod_groups, owners))
+    # Bound means bound in the API or assumed by us (its binding not yet watched); one
+    # pass over all pods, not one per gang.
+    bound: Counter[tuple[str, str, str]] = Counter()
+    for pod in all_pods:
+        if not pod.terminal and (pod.node_name or pod.key in assumed):
+            if POD_GROUP_LABEL in pod.labels:
+                bound["PodGroup", pod.namespace, pod.labels[POD_GROUP_LABEL]] += 1
+            if pod.owner is not None and pod.owner.kind in OWNER_KINDS:
+                bound[pod.owner.kind, pod.namespace, pod.owner.name] += 1
+    gangs = [_gang(kind, namespace, name, members, bound[kind, namespace, name], pod_groups,
+                   owners)
+             for (kind, namespace, name), members in groups.items()]
     return gangs, singles
-
-
-def _member_of(pod: PodRecord, kind: str, name: str) -> bool:
-    if kind == "PodGroup":
-        return pod.labels.get(POD_GROUP_LABEL) == name
-    return pod.owner is not None and pod.owner.kind == kind and pod.owner.name == name
 
 
 def _gang(kind: str, namespace: str, name: str, members: list[PodRecord], bound: int,

@@ -28,6 +28,7 @@ from solver.request import SolverConfig
 from solver.result import Placement, Unschedulable
 from solver.solve import solve
 from topology.records import PodRecord
+from topology.snapshot import TopologySnapshot, charged
 
 log = logging.getLogger("phalanx.scheduler")
 
@@ -107,8 +108,11 @@ class Scheduler:
                                   self.config.accelerators, self.owners)
         for gang in sorted(gangs, key=lambda g: (-g.priority, g.created, g.key)):
             self.schedule_gang(gang)
-        for pod in sorted(singles, key=lambda p: (-p.priority, p.created, p.key)):
-            self.schedule_single(pod)
+        if singles:
+            # One snapshot for every single pod of the cycle, charged as pods are placed.
+            snapshot = self.cache.snapshot()
+            for pod in sorted(singles, key=lambda p: (-p.priority, p.created, p.key)):
+                snapshot = self.schedule_single(pod, snapshot)
 
     def schedule_gang(self, gang: Gang) -> None:
         state = self.gangs.setdefault(gang.key, GangState(gang.key))
@@ -223,8 +227,8 @@ class Scheduler:
                 "conditions": [_condition("Scheduled", False, reason, message)]})
         log.info("gang %s: %s: %s", state.key, reason, message)
 
-    def schedule_single(self, pod: PodRecord) -> None:
-        node, fit = choose_node(pod, self.cache.snapshot())
+    def schedule_single(self, pod: PodRecord, snapshot: TopologySnapshot) -> TopologySnapshot:
+        node, fit = choose_node(pod, snapshot)
         if node is None:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(fit.excluded.items()))
             message = f"0/{len(fit.capacity)} nodes are available: {reasons}"
@@ -232,17 +236,18 @@ class Scheduler:
             if state.reported != message:
                 state.reported = message
                 self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
-            return
+            return snapshot
         self.cache.assume(pod, node)
         result = self.binder.bind_one(pod.key, node)
         if result.ok:
             self.events.event(_pod_ref(pod), "Scheduled",
                               f"Successfully assigned {pod.key} to {node}")
             log.debug("pod %s bound to %s", pod.key, node)
-        else:
-            self.cache.forget(pod.key)
-            self.events.event(_pod_ref(pod), "FailedScheduling",
-                              f"binding to {node} failed: {result.status} {result.reason}", True)
+            return charged(snapshot, snapshot.tree.index[node], pod.requests)
+        self.cache.forget(pod.key)
+        self.events.event(_pod_ref(pod), "FailedScheduling",
+                          f"binding to {node} failed: {result.status} {result.reason}", True)
+        return snapshot
 
 
 def _pod_ref(pod: PodRecord) -> ObjectRef:

@@ -114,6 +114,18 @@ class TopologySnapshot:
             return None
 
 
+def charged(snapshot: TopologySnapshot, node: int,
+            requests: Mapping[str, int]) -> TopologySnapshot:
+    """The same snapshot with one more pod's requests taken from one node (the tree is
+    shared; only the free matrix is copied)."""
+    free = snapshot.free.copy()
+    for name, amount in requests.items():
+        if name in snapshot.resources:
+            free[node, snapshot.resources.index(name)] -= amount
+    free.flags.writeable = False
+    return TopologySnapshot(tree=snapshot.tree, resources=snapshot.resources, free=free)
+
+
 def usage_from_pods(pods: Iterable[PodRecord]) -> dict[str, dict[str, int]]:
     """What every bound, unfinished pod takes from its node, whichever scheduler bound it."""
     used: dict[str, dict[str, int]] = {}

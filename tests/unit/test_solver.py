@@ -26,11 +26,24 @@ def used(result):
     return dict(result.metrics.domains_used)
 
 
-def check_no_overcommit(snap, result):
+def check_no_overcommit(snap, result, gpus=8):
     per_node = Counter(a.node for a in result.assignments)
     free = snap.resource_column(GPU)
     for name, pods in per_node.items():
-        assert pods * 8 <= free[snap.tree.index[name]] * 8
+        assert pods * gpus <= free[snap.tree.index[name]]
+
+
+def check_matches_optimum(snap, result, expected, need, gpus=8):
+    """The per-level counts are the exhaustive optimum, and the placement is whole."""
+    if expected is None:
+        assert result.status == "unschedulable"
+        return None
+    assert result.status == "placed" and result.solver.status == "OPTIMAL"
+    got = used(result)
+    assert (got["zone"], got["block"], got["rack"]) == expected
+    assert len(result.assignments) == need  # all or nothing
+    check_no_overcommit(snap, result, gpus)
+    return got
 
 
 def test_places_in_one_rack_when_one_rack_fits():
@@ -198,14 +211,9 @@ def test_counts_match_exhaustive_optimum(racks, need, required):
     expected = brute_force(capacity, need, required)
     request = gang(need, required=LEVELS[required] if required is not None else None)
     result = solve(request, snap, CFG)
-    if expected is None:
-        assert result.status == "unschedulable"
+    got = check_matches_optimum(snap, result, expected, need)
+    if got is None:
         return
-    assert result.status == "placed" and result.solver.status == "OPTIMAL"
-    got = used(result)
-    assert (got["zone"], got["block"], got["rack"]) == expected
-    assert len(result.assignments) == need  # all or nothing
-    check_no_overcommit(snap, result)
     if required is not None:
         assert got[LEVELS[required]] == 1
     for level, bound in result.metrics.lower_bound.items():
@@ -243,13 +251,4 @@ def test_counts_match_exhaustive_optimum_with_partly_busy_nodes(racks, gpus, nee
     expected = brute_force(capacity, need, required)
     result = solve(gang(need, gpus=gpus,
                         required=LEVELS[required] if required is not None else None), snap, CFG)
-    if expected is None:
-        assert result.status == "unschedulable"
-        return
-    assert result.status == "placed" and result.solver.status == "OPTIMAL"
-    got = used(result)
-    assert (got["zone"], got["block"], got["rack"]) == expected
-    assert len(result.assignments) == need
-    per_node = Counter(a.node for a in result.assignments)
-    free = snap.resource_column(GPU)
-    assert all(pods * gpus <= free[snap.tree.index[n]] for n, pods in per_node.items())
+    check_matches_optimum(snap, result, expected, need, gpus)

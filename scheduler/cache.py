@@ -235,6 +235,12 @@ class ClusterCache:
     def synced(self) -> bool:
         return bool(self.watchers) and all(w.synced.is_set() for w in self.watchers)
 
+    def watch_ages(self) -> dict[str, float | None]:
+        """Per watched resource, seconds since the server was last heard (None: stale)."""
+        now = time.monotonic()
+        return {w.name: (now - w.last_heard) if w.synced.is_set() else None
+                for w in self.watchers}
+
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for watcher in self.watchers:

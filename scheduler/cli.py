@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,9 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from scheduler.api import serve
     from scheduler.config import load_config
     from scheduler.errors import ConfigError
-    from scheduler.http import serve
     from scheduler.kube import KubeClient
     from scheduler.loop import Scheduler
 
@@ -163,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"phalanx run: cannot load credentials: {exc}", file=sys.stderr)
         return 1
     scheduler = Scheduler(kube, config).start()
-    server = serve(scheduler, config.http_address)
+    server = serve(scheduler, config.http_address, config.preset.keys)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -174,6 +176,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     server.should_exit = True
     scheduler.stop()
     return 0
+
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Exit codes: 0 placed, 2 not placed (pending, waiting, invalid), 1 error."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from scheduler.render import render
+
+    if not NAME.match(args.group):
+        raise InputError(f"expected NAMESPACE/NAME (DNS-1123 names), got {args.group!r}")
+    namespace, name = args.group.split("/", 1)
+    base = args.server.rstrip("/")
+    url = f"{base}/v1/groups/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}/explain"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as reply:
+            body = orjson.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            detail = orjson.loads(detail).get("detail", detail)
+        raise InputError(f"{url}: {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputError(f"cannot reach the explain API at {base}: {reason} (is `phalanx "
+                         f"run` serving there? see --server)") from None
+    if args.json:
+        _write_json(body, None)
+    else:
+        print(render(body))
+    return 0 if body.get("verdict") == "placed" else 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default from config: 127.0.0.1:10270)")
     run.add_argument("-v", "--verbose", action="store_true", help="per-pod DEBUG logging")
     run.set_defaults(func=cmd_run)
+
+    explain = sub.add_parser(
+        "explain", help="why a gang is pending, or why it landed where it did",
+        description="Reads the explain API of a running `phalanx run`. Exit codes: 0 placed, "
+                    "2 not placed, 1 error.")
+    explain.add_argument("group", metavar="NAMESPACE/NAME",
+                         help="the PodGroup, StatefulSet or Job name")
+    explain.add_argument("--server", default="http://127.0.0.1:10270",
+                         help="explain API base URL (default: %(default)s)")
+    explain.add_argument("--json", action="store_true", help="print the route's JSON")
+    explain.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 

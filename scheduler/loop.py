@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from scheduler.binder import Binder
 from scheduler.cache import ClusterCache
@@ -23,34 +23,26 @@ from scheduler.events import EventRecorder, ObjectRef
 from scheduler.fallback import choose_node
 from scheduler.gangs import gang_from_pods
 from scheduler.kube import KubeClient
+from scheduler.metrics import SchedulerMetrics
+from scheduler.state import (
+    BINDING,
+    BOUND,
+    INVALID,
+    REPAIRING,
+    UNSCHEDULABLE,
+    WAITING,
+    GangState,
+    read_constraints,
+)
 from solver.errors import BadRequest
-from solver.request import SolverConfig
+from solver.explain import PlacementExplanation, explain_placement, remedies
+from solver.request import GangRequest, SolverConfig
 from solver.result import Placement, Unschedulable
 from solver.solve import solve
 from topology.records import PodRecord
 from topology.snapshot import TopologySnapshot, charged
 
 log = logging.getLogger("phalanx.scheduler")
-
-
-@dataclass
-class GangState:
-    """What the explain API and the retry policy know about one gang."""
-
-    key: str
-    state: str = "Waiting for members"
-    result: Placement | Unschedulable | None = None
-    bind_s: float = 0.0
-    capacity_version: int = -1
-    attempted_at: float = 0.0
-    waiting_since: float = 0.0
-    reported: str = ""
-    transitions: list[tuple[str, float]] = field(default_factory=list)
-
-    def move(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.transitions.append((state, time.time()))
 
 
 class Scheduler:
@@ -64,10 +56,26 @@ class Scheduler:
         self.events = EventRecorder(kube, config.scheduler_name)
         self.owners = OwnerLookup(kube)
         self.gangs: dict[str, GangState] = {}
+        self.single_reports: dict[str, str] = {}
+        self.metrics = SchedulerMetrics()
+        self._pruned_at = 0.0
         self.solver_config = SolverConfig(algorithm=config.algorithm,  # type: ignore[arg-type]
                                           time_limit_s=config.solver_time_limit_s)
         self.may_bind = threading.Event()
         self.may_bind.set()  # leader election clears it while another instance leads
+        self.metrics.watch_state(lambda: list(self.gangs.values()), self.cache.watch_ages,
+                                 self.may_bind.is_set)
+
+    # -- what the explain API reads (scheduler.api.views.ExplainSource) ---------------
+    def topology_snapshot(self) -> TopologySnapshot:
+        return self.cache.snapshot()
+
+    def pod_nodes(self, keys: Iterable[str]) -> dict[str, str]:
+        pods = self.cache.pods
+        return {key: pod.node_name or "" for key in keys if (pod := pods.get(key))}
+
+    def readiness(self) -> tuple[bool, bool]:
+        return self.cache.synced(), self.may_bind.is_set()
 
     def _changed(self, kind: str) -> None:
         if kind in ("nodes", "capacity"):
@@ -108,21 +116,60 @@ class Scheduler:
                                   self.config.accelerators, self.owners)
         for gang in sorted(gangs, key=lambda g: (-g.priority, g.created, g.key)):
             self.schedule_gang(gang)
+        self._prune({gang.key for gang in gangs})
         if singles:
             # One snapshot for every single pod of the cycle, charged as pods are placed.
             snapshot = self.cache.snapshot()
             for pod in sorted(singles, key=lambda p: (-p.priority, p.created, p.key)):
                 snapshot = self.schedule_single(pod, snapshot)
 
+    def _prune(self, pending: set[str]) -> None:
+        """Forgets gangs that went away: a pending one as soon as it has no pending pods
+        left, a bound one (checked every 10 s) once none of its pods exists any more."""
+        for key, state in list(self.gangs.items()):
+            if key not in pending and state.state not in (BOUND, REPAIRING, BINDING):
+                del self.gangs[key]
+        now = time.monotonic()
+        if now - self._pruned_at < 10.0:
+            return
+        self._pruned_at = now
+        pods = self.cache.pods
+        for key, state in list(self.gangs.items()):
+            if key in pending or not isinstance(state.result, Placement):
+                continue
+            namespace = key.split("/", 1)[0]
+            if not any(f"{namespace}/{a.pod}" in pods for a in state.result.assignments):
+                del self.gangs[key]
+        live = {p.key for p in self.cache.pending(self.config.scheduler_name)}
+        for key in [k for k in self.single_reports if k not in live]:
+            del self.single_reports[key]
+
+    def _record(self, gang: Gang) -> GangState:
+        state = self.gangs.get(gang.key)
+        if state is None:
+            state = self.gangs[gang.key] = GangState(gang.key)
+            state.move(WAITING)
+        state.ref = gang.ref
+        state.size = len(gang.pending) + gang.bound
+        state.min_member = gang.min_member
+        if gang.created and (not state.created or gang.created < state.created):
+            state.created = gang.created
+        first = gang.pending[0].annotations if gang.pending else {}
+        state.constraints = read_constraints(dict(first), gang.annotations, gang.ref.kind)
+        state.bound_pods = gang.bound
+        return state
+
     def schedule_gang(self, gang: Gang) -> None:
-        state = self.gangs.setdefault(gang.key, GangState(gang.key))
+        state = self._record(gang)
         self._check_timeout(gang, state)
         if gang.error is not None:
-            state.move("Pending: invalid")
+            state.error = gang.error
+            state.move(INVALID)
             self._report_once(state, gang.ref, "InvalidGang", gang.error, gang.pending)
             return
+        state.error = ""
         if not gang.ready:
-            state.move("Waiting for members")
+            state.move(WAITING)
             return
         retry_due = time.monotonic() - state.attempted_at > self.config.unschedulable_retry_s
         if (state.state.startswith("Pending") and state.capacity_version ==
@@ -135,14 +182,26 @@ class Scheduler:
         try:
             result = solve(request, snapshot, self.solver_config)
         except BadRequest as exc:
-            state.move("Pending: invalid")
+            state.error = str(exc)
+            state.move(INVALID)
             self._report_once(state, gang.ref, "InvalidGang", str(exc), gang.pending)
             return
-        state.result = result
+        state.result, state.solved_at = result, time.time()
+        self.metrics.solve_seconds.labels(result.status).observe(result.solver.solve_s)
         if isinstance(result, Unschedulable):
+            state.explanation, state.remedies = None, remedies(result.diagnosis)
             self._unschedulable(gang, state, result, len(snapshot.nodes))
             return
         self._bind_gang(gang, state, result)
+        state.explanation, state.remedies = self._explain(request, snapshot, result), ()
+
+    def _explain(self, request: GangRequest, snapshot: TopologySnapshot,
+                 placement: Placement) -> PlacementExplanation | None:
+        try:
+            return explain_placement(request, snapshot, placement)
+        except Exception:  # an explanation must never cost a placement
+            log.exception("gang %s: explaining the placement failed", request.name)
+            return None
 
     def _check_timeout(self, gang: Gang, state: GangState) -> None:
         """scheduleTimeoutSeconds: a gang not placed in time gets an Event and starts a
@@ -164,10 +223,14 @@ class Scheduler:
         placements = [(by_name[a.pod], a.node) for a in result.assignments]
         for pod, node in placements:  # assume: the room is taken before any bind returns
             self.cache.assume(pod, node)
-        state.move("Binding")
+        state.move(BINDING)
         results, bind_s = self.binder.bind_all([(p.key, node) for p, node in placements])
         state.bind_s = bind_s
+        self.metrics.bind_seconds.observe(bind_s)
         failed = [r for r in results if not r.ok]
+        self.metrics.pods_bound.labels("gang").inc(len(results) - len(failed))
+        for r in failed:
+            self.metrics.bind_errors.labels(str(r.status)).inc()
         for r in results:
             pod = by_name[r.pod.split("/", 1)[1]]
             if r.ok:
@@ -178,7 +241,8 @@ class Scheduler:
                 self.events.event(_pod_ref(pod), "FailedScheduling",
                                   f"binding to {r.node} failed: {r.status} {r.reason}", True)
         bound = len(results) - len(failed)
-        state.move("Bound" if not failed else "Partially bound: repairing")
+        state.bound_pods = gang.bound + bound
+        state.move(BOUND if not failed else REPAIRING)
         metrics = result.metrics
         message = (f"placed {bound}/{len(results)} pods in {result.solver.solve_s:.3f}s "
                    f"({result.solver.algorithm} {result.solver.status}); domains used "
@@ -197,7 +261,7 @@ class Scheduler:
 
     def _unschedulable(self, gang: Gang, state: GangState, result: Unschedulable,
                        nodes: int) -> None:
-        state.move("Pending: unschedulable")
+        state.move(UNSCHEDULABLE)
         reason = result.reason
         message = f"0/{nodes} nodes are available for gang {gang.key}: {reason}"
         if state.reported == message:
@@ -232,19 +296,21 @@ class Scheduler:
         if node is None:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(fit.excluded.items()))
             message = f"0/{len(fit.capacity)} nodes are available: {reasons}"
-            state = self.gangs.setdefault(pod.key, GangState(pod.key))
-            if state.reported != message:
-                state.reported = message
+            if self.single_reports.get(pod.key) != message:
+                self.single_reports[pod.key] = message
                 self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
             return snapshot
         self.cache.assume(pod, node)
         result = self.binder.bind_one(pod.key, node)
         if result.ok:
+            self.metrics.pods_bound.labels("single").inc()
+            self.single_reports.pop(pod.key, None)
             self.events.event(_pod_ref(pod), "Scheduled",
                               f"Successfully assigned {pod.key} to {node}")
             log.debug("pod %s bound to %s", pod.key, node)
             return charged(snapshot, snapshot.tree.index[node], pod.requests)
         self.cache.forget(pod.key)
+        self.metrics.bind_errors.labels(str(result.status)).inc()
         self.events.event(_pod_ref(pod), "FailedScheduling",
                           f"binding to {node} failed: {result.status} {result.reason}", True)
         return snapshot

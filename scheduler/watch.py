@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,8 @@ class Watcher:
         self.stopped = threading.Event()
         self.version = ""
         self.relists = 0
+        self.last_heard = 0.0
+        """time.monotonic() of the last list page, event or bookmark from the server."""
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
 
     def start(self) -> Watcher:
@@ -73,6 +76,7 @@ class Watcher:
                 version = (page.get("metadata") or {}).get("resourceVersion", version)
         self.on_replace(converted)
         self.version = version
+        self.last_heard = time.monotonic()
         self.relists += 1
         self.synced.set()
 
@@ -94,6 +98,7 @@ class Watcher:
                 if not line.strip():
                     continue
                 event = orjson.loads(line)
+                self.last_heard = time.monotonic()
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:

@@ -1,0 +1,160 @@
+"""Response models of the explain API: what may leave the server, and nothing else.
+
+Built from the gang records, the solver's Placement/Diagnosis and the explanation; never
+from raw pod specs, so no env, command, secret or volume can leak through a route.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class GroupSummary(BaseModel):
+    namespace: str
+    name: str
+    kind: str = Field(description="PodGroup, StatefulSet or Job")
+    state: str = Field(description="Waiting for members, Pending: unschedulable, "
+                                   "Pending: invalid, Binding, Bound, Partially bound: repairing")
+    size: int
+    min_member: int
+    bound: int
+    created: str = Field(description="creationTimestamp of the oldest member")
+    age_s: float | None
+
+
+class GroupList(BaseModel):
+    groups: list[GroupSummary]
+
+
+class PodPlacement(BaseModel):
+    pod: str
+    rank: int
+    node: str
+    domain: str
+    bound: bool = Field(description="the API server (through the watch) shows the pod on "
+                                    "this node")
+
+
+class PlacementMetrics(BaseModel):
+    domains_used: dict[str, int]
+    lower_bound: dict[str, int | None]
+    ring_hops: int
+    max_distance: int
+
+
+class SolverStage(BaseModel):
+    objective: str
+    value: int
+    status: str
+
+
+class SolverSummary(BaseModel):
+    algorithm: str
+    status: str
+    solve_s: float
+    stages: list[SolverStage] = []
+    note: str = ""
+
+
+class ConstraintRead(BaseModel):
+    kind: str = Field(description="required or preferred")
+    level: str
+    annotation: str
+    source: str = Field(description="the object carrying the annotation: PodGroup, "
+                                    "StatefulSet/Job, or Pod")
+
+
+class Transition(BaseModel):
+    state: str
+    at: str
+
+
+class GroupDetail(GroupSummary):
+    pods: list[PodPlacement]
+    unplaced: list[str]
+    metrics: PlacementMetrics | None
+    solver: SolverSummary | None
+    solve_s: float | None
+    bind_s: float | None
+    reason: str = Field(description="why it is pending, when it is")
+    constraints: list[ConstraintRead]
+    transitions: list[Transition]
+
+
+class LevelDemand(BaseModel):
+    level: str
+    demand: int
+    best_domain: str
+    best_fits: int
+
+
+class Exclusion(BaseModel):
+    reason: str
+    nodes: int
+
+
+class DomainRoomOut(BaseModel):
+    domain: str
+    fits: int
+    placed: int
+    leftover: int
+
+
+class LevelChoiceOut(BaseModel):
+    level: str
+    used: int
+    lower_bound: int | None
+    why: str
+    chosen: list[DomainRoomOut]
+    runners_up: list[DomainRoomOut]
+
+
+class Explanation(BaseModel):
+    namespace: str
+    name: str
+    state: str
+    verdict: str = Field(description="placed, pending, waiting or invalid")
+    summary: str
+    code: str = Field("", description="Unschedulable (may fit later) or "
+                                      "UnschedulableAndUnresolvable (never as asked)")
+    shape: str = ""
+    demand: int = 0
+    cluster_fits: int | None = None
+    total_nodes: int | None = None
+    levels_demand: list[LevelDemand] = []
+    excluded: list[Exclusion] = []
+    remedies: list[str] = []
+    levels: list[LevelChoiceOut] = []
+    warnings: list[str] = []
+
+
+class DomainFree(BaseModel):
+    domain: str
+    nodes: int
+    free: dict[str, str] = Field(description="free capacity per resource, as quantities")
+
+
+class LevelDomains(BaseModel):
+    level: str
+    domains: list[DomainFree]
+    total_domains: int
+    truncated: bool
+
+
+class Topology(BaseModel):
+    levels: list[LevelDomains]
+    nodes: int
+    unlabelled_nodes: int
+
+
+class Readiness(BaseModel):
+    ready: bool
+    caches_synced: bool
+    leader: bool

@@ -33,6 +33,7 @@ def phalanx(local_cluster, kube, tmp_path_factory):
             [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
              str(local_cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
             stdout=out, stderr=subprocess.STDOUT)
+    process.url = f"http://127.0.0.1:{port}"  # the explain API
     ensure_namespace(kube, NS)
     try:
         yield process

@@ -1,8 +1,9 @@
 """`make demo`: Phalanx on a real local control plane.
 
 2,048 synthetic p5 nodes with fragmented existing load; `phalanx run` as a process; the
-example training StatefulSet (256 pods x 8 GPUs) placed as one gang; then the same
-StatefulSet placed by kube-scheduler on the same free capacity, for contrast.
+example training StatefulSet (16 pods x 8 GPUs, required in one layer-3 network domain)
+placed as one gang; then the same StatefulSet placed by kube-scheduler on the same free
+capacity, for contrast.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries lint test unit integration demo bench-solver clean-clusters
+.PHONY: all venv binaries lint test unit integration demo bench-solver clean-clusters image
 
 all: test
 
@@ -23,6 +23,7 @@ binaries:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/yamllint --strict manifests/ .yamllint
 
 # pytest exits 5 when it collected no test: make treats that as failure, as it should.
 test: venv binaries lint
@@ -39,3 +40,25 @@ demo: venv binaries
 
 clean-clusters: venv
 	$(PY) -c "from localcluster.cluster import remove_stale_clusters as r; print(r())"
+
+# The scheduler's container image (Dockerfile). Needs a container engine that can build:
+# docker with its daemon running, or podman; CONTAINER_ENGINE=... picks one explicitly.
+# Not part of `make test`: the test machines have none.
+IMAGE ?= phalanx-scheduler:0.1.0
+CONTAINER_ENGINE ?=
+
+image:
+	@engine="$(CONTAINER_ENGINE)"; tried=""; \
+	if [ -z "$$engine" ]; then \
+	  for candidate in docker podman; do \
+	    if ! command -v $$candidate >/dev/null 2>&1; then tried="$$tried $$candidate: not installed;"; \
+	    elif ! $$candidate info >/dev/null 2>&1; then tried="$$tried $$candidate: installed, but '$$candidate info' fails (no daemon?);"; \
+	    else engine=$$candidate; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: needs a container engine that can build (docker with a running daemon, or podman);$$tried" >&2; \
+	  exit 1; \
+	fi; \
+	echo "$$engine build -t $(IMAGE) ."; \
+	$$engine build -t $(IMAGE) .

@@ -9,6 +9,7 @@ already, which counts as success only when it is bound to the node we chose.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,13 +33,21 @@ def binding_body(namespace: str, name: str, node: str) -> dict[str, object]:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
 
 
+NOT_LEADER = 0
+"""BindResult.status of a bind not sent because this instance stopped leading."""
+
+
 class Binder:
-    def __init__(self, kube: KubeClient, concurrency: int) -> None:
-        self.kube = kube
+    def __init__(self, kube: KubeClient, concurrency: int,
+                 allowed: Callable[[], bool] = lambda: True) -> None:
+        self.kube, self.allowed = kube, allowed
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bind")
 
     def bind_one(self, key: str, node: str) -> BindResult:
         namespace, name = key.split("/", 1)
+        if not self.allowed():
+            # Checked per pod: a leader whose Lease lapses mid-gang sends no further bind.
+            return BindResult(key, node, False, NOT_LEADER, "not leader: bind not sent")
         path = api_path("", "v1", "pods", namespace, name, "binding")
         try:
             reply = self.kube.request("POST", path, body=binding_body(namespace, name, node))

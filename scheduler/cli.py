@@ -148,13 +148,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"phalanx run: {exc}", file=sys.stderr)
         return 1
-    if config.leader_election.enabled:
-        # Not built yet (the resilience work adds the Lease): refuse rather than run two
-        # replicas that would both bind.
-        print("phalanx run: config field 'leaderElection.enabled': leader election is not "
-              "available in this version; run a single replica with enabled: false",
-              file=sys.stderr)
-        return 1
     if args.http_address:
         from dataclasses import replace
 
@@ -164,7 +157,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # kubeconfig unreadable, no in-cluster environment
         print(f"phalanx run: cannot load credentials: {exc}", file=sys.stderr)
         return 1
-    scheduler = Scheduler(kube, config).start()
+    scheduler = Scheduler(kube, config)
+    elector = None
+    if config.leader_election.enabled:
+        from scheduler.leader import LeaderElector, default_identity
+
+        elector = LeaderElector(kube, config.leader_election, default_identity(),
+                                on_change=lambda leading: scheduler.wake.set())
+        scheduler.leading = elector.leading
+        elector.start()
+    scheduler.start()
     server = serve(scheduler, config.http_address, config.preset.keys)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "phalanx %s serving scheduler %s, explain API on %s", "0.1.0",
         config.scheduler_name, config.http_address)
     stop.wait()
+    if elector is not None:
+        elector.stop(release=True)  # a standby takes over at its next retry
     server.should_exit = True
     scheduler.stop()
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from scheduler.binder import Binder
 from scheduler.cache import ClusterCache
@@ -52,7 +52,7 @@ class Scheduler:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.cache = ClusterCache(kube, config.preset, on_change=self._changed)
-        self.binder = Binder(kube, config.bind_concurrency)
+        self.binder = Binder(kube, config.bind_concurrency, allowed=lambda: self.leading())
         self.events = EventRecorder(kube, config.scheduler_name)
         self.owners = OwnerLookup(kube)
         self.gangs: dict[str, GangState] = {}
@@ -61,10 +61,10 @@ class Scheduler:
         self._pruned_at = 0.0
         self.solver_config = SolverConfig(algorithm=config.algorithm,  # type: ignore[arg-type]
                                           time_limit_s=config.solver_time_limit_s)
-        self.may_bind = threading.Event()
-        self.may_bind.set()  # leader election clears it while another instance leads
+        self.leading: Callable[[], bool] = lambda: True
+        """Replaced by the leader elector's check when leader election is on."""
         self.metrics.watch_state(lambda: list(self.gangs.values()), self.cache.watch_ages,
-                                 self.may_bind.is_set)
+                                 lambda: self.leading())
 
     # -- what the explain API reads (scheduler.api.views.ExplainSource) ---------------
     def topology_snapshot(self) -> TopologySnapshot:
@@ -75,7 +75,7 @@ class Scheduler:
         return {key: pod.node_name or "" for key in keys if (pod := pods.get(key))}
 
     def readiness(self) -> tuple[bool, bool]:
-        return self.cache.synced(), self.may_bind.is_set()
+        return self.cache.synced(), self.leading()
 
     def _changed(self, kind: str) -> None:
         if kind in ("nodes", "capacity"):
@@ -103,7 +103,7 @@ class Scheduler:
             if self.stopped.is_set():
                 return
             self.cache.ensure_pod_group_watch()
-            if not self.cache.synced() or not self.may_bind.is_set():
+            if not self.cache.synced() or not self.leading():
                 continue
             try:
                 self.cycle()

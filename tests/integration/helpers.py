@@ -24,6 +24,43 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_phalanx(kubeconfig, log_path, config: str | None = None) -> subprocess.Popen:
+    """A `phalanx run` process with its own explain port; `process.url` is its API."""
+    port = _free_port()
+    args = [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig", str(kubeconfig),
+            "--http-address", f"127.0.0.1:{port}"]
+    if config is not None:
+        config_path = log_path.with_suffix(".yaml")
+        config_path.write_text(config)
+        args += ["--config", str(config_path)]
+    with open(log_path, "a") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    process.url = f"http://127.0.0.1:{port}"
+    process.log_path = log_path
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def scrape(url: str, metric: str) -> float:
+    """One sample of a Prometheus metric from a running phalanx (0 when absent)."""
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == metric:
+            return float(value)
+    return 0.0
+
+
 @pytest.fixture(scope="session")
 def phalanx(local_cluster, kube, tmp_path_factory):
     log = tmp_path_factory.mktemp("phalanx") / "phalanx.log"

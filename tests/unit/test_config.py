@@ -39,6 +39,8 @@ leaderElection: {enabled: true, namespace: ops, leaseDurationSeconds: 20}
     ({"leaderElection": {"enabled": "yes"}}, "leaderElection.enabled"),
     ({"leaderElection": {"leaseDurationSeconds": 5, "renewDeadlineSeconds": 10}},
      "leaderElection.renewDeadlineSeconds"),
+    ({"leaderElection": {"renewDeadlineSeconds": 3, "retryPeriodSeconds": 3}},
+     "leaderElection.retryPeriodSeconds"),
     ({"accelerators": "nvidia.com/gpu"}, "accelerators"),
     (["not", "a", "mapping"], "config"),
 ])

@@ -60,15 +60,6 @@ def test_unreadable_or_invalid_file(tmp_path):
         load_config(bad)
 
 
-def test_run_refuses_leader_election_until_it_exists(tmp_path, capsys):
-    from scheduler.cli import main
-
-    path = tmp_path / "le.yaml"
-    path.write_text("leaderElection: {enabled: true}\n")
-    assert main(["run", "--config", str(path), "--kubeconfig", str(tmp_path / "none")]) == 1
-    assert "leaderElection.enabled" in capsys.readouterr().err
-
-
 def test_run_bad_config_exits_1_naming_the_field(tmp_path, capsys):
     from scheduler.cli import main
 

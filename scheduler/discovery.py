@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scheduler.cache import ClusterCache
 from scheduler.errors import ApiError
 from scheduler.events import ObjectRef
-from scheduler.gangs import POD_GROUP_LABEL, GangSpecError, pod_group_min_member
+from scheduler.gangs import POD_GROUP_LABEL, GangSpecError, pod_group_min_member, rank_of
 from scheduler.kube import KubeClient, api_path
 from topology.records import PodRecord
 
@@ -35,6 +35,9 @@ class Gang:
     annotations: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     timeout_s: float | None = None
+    peers: tuple[tuple[int, str], ...] = ()
+    """(rank, node) of members bound in the API or assumed: replacements go next to
+    them."""
 
     @property
     def needed(self) -> int:
@@ -103,20 +106,41 @@ def discover(cache: ClusterCache, scheduler_name: str, accelerators: tuple[str, 
     with cache.lock:
         all_pods = list(cache.pods.values())
         pod_groups = dict(cache.pod_groups)
-        assumed = set(cache.assumed)
+        assumed = {key: entry.node for key, entry in cache.assumed.items()}
     # Bound means bound in the API or assumed by us (its binding not yet watched); one
     # pass over all pods, not one per gang.
     bound: Counter[tuple[str, str, str]] = Counter()
+    placed: dict[tuple[str, str, str], list[PodRecord]] = defaultdict(list)
     for pod in all_pods:
         if not pod.terminal and (pod.node_name or pod.key in assumed):
+            keys = []
             if POD_GROUP_LABEL in pod.labels:
-                bound["PodGroup", pod.namespace, pod.labels[POD_GROUP_LABEL]] += 1
+                keys.append(("PodGroup", pod.namespace, pod.labels[POD_GROUP_LABEL]))
             if pod.owner is not None and pod.owner.kind in OWNER_KINDS:
-                bound[pod.owner.kind, pod.namespace, pod.owner.name] += 1
-    gangs = [_gang(kind, namespace, name, members, bound[kind, namespace, name], pod_groups,
-                   owners)
+                keys.append((pod.owner.kind, pod.namespace, pod.owner.name))
+            for key in keys:
+                bound[key] += 1
+                if key in groups:
+                    placed[key].append(pod)
+    gangs = [replace(_gang(kind, namespace, name, members, bound[kind, namespace, name],
+                           pod_groups, owners),
+                     peers=_peers(placed[kind, namespace, name], assumed))
              for (kind, namespace, name), members in groups.items()]
     return gangs, singles
+
+
+def _peers(pods: list[PodRecord], assumed: dict[str, str]) -> tuple[tuple[int, str], ...]:
+    """(rank, node) of the running members, bound or assumed (bind sent, not yet seen)."""
+    out, unranked = [], 1 << 40
+    for pod in sorted(pods, key=lambda p: p.name):
+        try:
+            rank = rank_of(pod)
+        except GangSpecError:
+            rank = None
+        if rank is None:
+            rank, unranked = unranked, unranked + 1
+        out.append((rank, pod.node_name or assumed.get(pod.key, "")))
+    return tuple(out)
 
 
 def _gang(kind: str, namespace: str, name: str, members: list[PodRecord], bound: int,

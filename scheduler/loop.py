@@ -36,6 +36,7 @@ from scheduler.state import (
 )
 from solver.errors import BadRequest
 from solver.explain import PlacementExplanation, explain_placement, remedies
+from solver.nearby import home_shortfall, place_near
 from solver.request import GangRequest, SolverConfig
 from solver.result import Placement, Unschedulable
 from solver.solve import solve
@@ -180,7 +181,7 @@ class Scheduler:
         snapshot = self.cache.snapshot()
         state.capacity_version, state.attempted_at = self.capacity_version, time.monotonic()
         try:
-            result = solve(request, snapshot, self.solver_config)
+            result = self._place(gang, state, request, snapshot)
         except BadRequest as exc:
             state.error = str(exc)
             state.move(INVALID)
@@ -194,6 +195,22 @@ class Scheduler:
             return
         self._bind_gang(gang, state, result)
         state.explanation, state.remedies = self._explain(request, snapshot, result), ()
+
+    def _place(self, gang: Gang, state: GangState, request: GangRequest,
+               snapshot: TopologySnapshot) -> Placement | Unschedulable:
+        """A gang with running members gets its missing ones next to them (never moving
+        the running ones); a gang with none is solved whole."""
+        if not gang.peers:
+            return solve(request, snapshot, self.solver_config)
+        request.validate(snapshot.levels)
+        peers = dict(gang.peers)
+        near = place_near(request, snapshot, peers, state.failed_nodes)
+        if near is not None:
+            return near
+        if request.required_level is not None:
+            return home_shortfall(request, snapshot, peers)
+        # Not even one node fits some member: the whole-gang solver says why.
+        return solve(request, snapshot, self.solver_config)
 
     def _explain(self, request: GangRequest, snapshot: TopologySnapshot,
                  placement: Placement) -> PlacementExplanation | None:
@@ -238,16 +255,30 @@ class Scheduler:
                                   f"Successfully assigned {pod.key} to {r.node}")
             else:
                 self.cache.forget(pod.key)
+                state.failed_nodes = {**state.failed_nodes, pod.name: state.failed_nodes.get(
+                    pod.name, frozenset()) | {r.node}}
                 self.events.event(_pod_ref(pod), "FailedScheduling",
-                                  f"binding to {r.node} failed: {r.status} {r.reason}", True)
+                                  f"binding to {r.node} failed: {r.status} {r.reason}; it "
+                                  f"will be placed next to its bound peers", True)
         bound = len(results) - len(failed)
         state.bound_pods = gang.bound + bound
         state.move(BOUND if not failed else REPAIRING)
+        if failed:
+            self.wake.set()  # repair at once: the next cycle places them next to the rest
+        else:
+            state.failed_nodes = {}
         metrics = result.metrics
-        message = (f"placed {bound}/{len(results)} pods in {result.solver.solve_s:.3f}s "
+        what = (f"replaced {bound}/{len(results)} member(s) next to {len(gang.peers)} running "
+                f"peer(s)" if result.solver.algorithm == "nearby" else
+                f"placed {bound}/{len(results)} pods")
+        message = (f"{what} in {result.solver.solve_s:.3f}s "
                    f"({result.solver.algorithm} {result.solver.status}); domains used "
                    f"{metrics.domains_used}; lower bound {metrics.lower_bound}; ring hops "
                    f"{metrics.ring_hops}; bound in {bind_s:.3f}s")
+        if failed:
+            message += (f"; {len(failed)} bind(s) failed ("
+                        + ", ".join(sorted({f"{r.status} {r.reason}"[:80] for r in failed}))
+                        + "): repairing next to the bound members")
         self.events.event(gang.ref, "Scheduled" if not failed else "PartiallyBound", message,
                           bool(failed))
         if gang.ref.kind == "PodGroup":

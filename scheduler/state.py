@@ -70,6 +70,8 @@ class GangState:
     attempted_at: float = 0.0
     waiting_since: float = 0.0
     reported: str = ""
+    failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
+    """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
     transitions: list[tuple[str, float]] = field(default_factory=list)
 
     def move(self, state: str) -> None:

@@ -109,7 +109,9 @@ def _why(level: str, level_index: int, total: int, chosen: tuple[DomainRoom, ...
     name = short_level(level)
     used = len(chosen)
     plural = "domain" if used == 1 else "domains"
-    if bound is not None and used <= bound:
+    if bound is None:
+        head = f"{used} {name} {plural}, next to the gang's running members"
+    elif used <= bound:
         head = f"{used} {name} {plural}: the fewest that can hold {total} pods"
     else:
         head = (f"{used} {name} {plural} (lower bound {bound}, which ignores the levels "

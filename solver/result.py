@@ -36,7 +36,7 @@ class Metrics:
 
 @dataclass(frozen=True)
 class SolverInfo:
-    algorithm: Literal["cpsat", "greedy"]
+    algorithm: Literal["cpsat", "greedy", "nearby"]
     status: str
     solve_s: float
     model_s: float = 0.0

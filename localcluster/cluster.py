@@ -52,7 +52,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (killed, not yet reaped by its parent) is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _cmdline(pid: int) -> str:
@@ -79,9 +82,10 @@ class LocalCluster:
         return self.cluster_dir / "kubeconfig.yaml"
 
     @classmethod
-    def for_this_process(cls, **kwargs: Any) -> LocalCluster:
+    def for_this_process(cls, suffix: str = "", **kwargs: Any) -> LocalCluster:
         """A cluster owned by this process: stale once the process is gone."""
-        return cls(name=f"{OWNED_PREFIX}{os.getpid()}", **kwargs)
+        return cls(name=f"{OWNED_PREFIX}{os.getpid()}{'-' + suffix if suffix else ''}",
+                   **kwargs)
 
     # -- kwokctl ---------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -184,6 +188,36 @@ class LocalCluster:
         if left:
             raise ClusterError(f"cluster {self.name}: processes survived teardown: {left}")
 
+    def restart_component(self, binary: str, downtime_s: float = 0.0,
+                          timeout: float = 60) -> None:
+        """Kills one component (SIGKILL, as a crash) and starts it again with the same
+        command line, environment and log; for the apiserver, waits until it serves.
+        kwokctl's binary runtime does not supervise its processes, so this is how tests
+        restart the apiserver under a running scheduler."""
+        pid = next((p for p in self.processes()
+                    if Path(_cmdline(p).split(" ", 1)[0]).name == binary), None)
+        if pid is None:
+            raise ClusterError(f"cluster {self.name}: no running {binary}")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        env = dict(line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes()
+                   .split(b"\0") if b"=" in line)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(downtime_s)
+        log = self.cluster_dir / "logs" / f"{binary}.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        pid_file = self.cluster_dir / "pids" / f"{binary}.pid"
+        if pid_file.exists():
+            pid_file.write_text(str(process.pid))
+        if binary == "kube-apiserver":
+            self._kube = None
+            self._wait_serving(time.monotonic() + timeout)
+
     def processes(self) -> list[int]:
         """PIDs of every live process whose command line names this cluster's folder."""
         marker = str(self.cluster_dir) + "/"
@@ -249,7 +283,7 @@ def remove_stale_clusters(workdir: Path = DEFAULT_WORKDIR) -> list[str]:
     if not clusters.is_dir():
         return removed
     for entry in sorted(clusters.iterdir()):
-        match = re.fullmatch(re.escape(OWNED_PREFIX) + r"(\d+)", entry.name)
+        match = re.fullmatch(re.escape(OWNED_PREFIX) + r"(\d+)(-[a-z0-9]+)?", entry.name)
         if match and not _pid_alive(int(match.group(1))):
             LocalCluster(name=entry.name, workdir=workdir).down()
             removed.append(entry.name)

@@ -233,13 +233,19 @@ class ClusterCache:
         return any(r.get("name") == plural for r in resources.get("resources") or ())
 
     def synced(self) -> bool:
-        return bool(self.watchers) and all(w.synced.is_set() for w in self.watchers)
+        """Listed, and every watch currently connected: a watch that cannot reach the
+        API server makes the cache stale at once (no scheduling, /readyz 503)."""
+        return bool(self.watchers) and all(w.synced.is_set() and not w.failing
+                                           for w in self.watchers)
 
     def watch_ages(self) -> dict[str, float | None]:
         """Per watched resource, seconds since the server was last heard (None: stale)."""
         now = time.monotonic()
-        return {w.name: (now - w.last_heard) if w.synced.is_set() else None
+        return {w.name: (now - w.last_heard) if w.synced.is_set() and not w.failing else None
                 for w in self.watchers}
+
+    def relists(self) -> dict[str, int]:
+        return {w.name: w.relists for w in self.watchers}
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -29,8 +29,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _StateCollector(Collector):
     def __init__(self, gangs: Callable[[], Iterable[GangState]],
                  watch_ages: Callable[[], dict[str, float | None]],
-                 leader: Callable[[], bool]) -> None:
+                 leader: Callable[[], bool],
+                 relists: Callable[[], dict[str, int]]) -> None:
         self.gangs, self.watch_ages, self.leader = gangs, watch_ages, leader
+        self.relists = relists
 
     def collect(self) -> Iterator[Metric]:
         by_state = Counter(g.state for g in self.gangs())
@@ -46,6 +48,12 @@ class _StateCollector(Collector):
         for resource, seconds in sorted(self.watch_ages().items()):
             age.add_metric([resource], -1.0 if seconds is None else seconds)
         yield age
+        lists = CounterMetricFamily("phalanx_watch_lists",
+                                    "Full lists per watched resource (1 at start; more after "
+                                    "410 Gone or a long outage)", labels=["resource"])
+        for resource, count in sorted(self.relists().items()):
+            lists.add_metric([resource], count)
+        yield lists
         yield GaugeMetricFamily("phalanx_leader", "1 when this instance may bind",
                                 value=1.0 if self.leader() else 0.0)
 
@@ -69,8 +77,9 @@ class SchedulerMetrics:
 
     def watch_state(self, gangs: Callable[[], Iterable[GangState]],
                     watch_ages: Callable[[], dict[str, float | None]],
-                    leader: Callable[[], bool]) -> None:
-        self.registry.register(_StateCollector(gangs, watch_ages, leader))
+                    leader: Callable[[], bool],
+                    relists: Callable[[], dict[str, int]] = dict) -> None:
+        self.registry.register(_StateCollector(gangs, watch_ages, leader, relists))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

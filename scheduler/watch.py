@@ -50,6 +50,8 @@ class Watcher:
         self.stopped = threading.Event()
         self.version = ""
         self.relists = 0
+        self.failing = False
+        """The last list or watch attempt failed: the cache is not being kept current."""
         self.last_heard = 0.0
         """time.monotonic() of the last list page, event or bookmark from the server."""
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
@@ -78,6 +80,7 @@ class Watcher:
         self.version = version
         self.last_heard = time.monotonic()
         self.relists += 1
+        self.failing = False
         self.synced.set()
 
     def _watch_once(self) -> None:
@@ -91,6 +94,7 @@ class Watcher:
             if exc.status == 410:
                 raise Gone() from exc
             raise
+        self.failing = False  # connected again
         try:
             for line in response:  # type: ignore[union-attr]
                 if self.stopped.is_set():
@@ -127,8 +131,9 @@ class Watcher:
                 self.synced.clear()
             except Exception as exc:  # a watch must outlive any single failure
                 failures += 1
+                self.failing = True
                 delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
                 log.warning("watch %s failed (%s); retrying in %.1fs", self.name, exc, delay)
-                if failures >= 3:
-                    self.synced.clear()  # stale for a while: re-list when it comes back
+                # Resume from the last version, as client-go's reflector does: the server
+                # answers 410 if it can no longer serve it, and only then do we re-list.
                 self.stopped.wait(delay)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +33,13 @@ class RetryPolicy:
     cap_s: float = 5.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
+        # "Full jitter": spreads retries of many concurrent binds apart; on top of the
+        # server's Retry-After (at least that long), so that 128 binds told "1 s" do not
+        # all come back in the same millisecond.
+        jitter = random.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
         if retry_after is not None:
-            return min(retry_after, self.cap_s * 6)
-        # "Full jitter": spreads retries of many concurrent binds apart.
-        return random.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
+            return min(retry_after, self.cap_s * 6) + jitter
+        return jitter
 
 
 NO_RETRY = RetryPolicy(attempts=1)
@@ -99,6 +103,9 @@ class KubeClient:
         self._config = configuration
         self.host = configuration.host.rstrip("/")
         self.retry = retry
+        self.transient: Counter[int] = Counter()
+        """429 / 5xx answers (by status) and lost connections (0) seen: each is retried
+        with backoff unless the policy's attempts are used up."""
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=pool_size,
@@ -159,6 +166,7 @@ class KubeClient:
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last = ApiUnavailable(method, path, exc)
+                self.transient[0] += 1
                 continue
             if 200 <= reply.status < 300:
                 if stream:
@@ -170,6 +178,7 @@ class KubeClient:
             last = _error_from(method, path, reply.status, data, reply.headers)
             if reply.status not in RETRYABLE_STATUS:
                 raise last
+            self.transient[reply.status] += 1
         assert last is not None
         raise last
 

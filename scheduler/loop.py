@@ -65,7 +65,8 @@ class Scheduler:
         self.leading: Callable[[], bool] = lambda: True
         """Replaced by the leader elector's check when leader election is on."""
         self.metrics.watch_state(lambda: list(self.gangs.values()), self.cache.watch_ages,
-                                 lambda: self.leading(), self.cache.relists)
+                                 lambda: self.leading(), self.cache.relists,
+                                 lambda: dict(kube.transient))
 
     # -- what the explain API reads (scheduler.api.views.ExplainSource) ---------------
     def topology_snapshot(self) -> TopologySnapshot:

@@ -30,9 +30,10 @@ class _StateCollector(Collector):
     def __init__(self, gangs: Callable[[], Iterable[GangState]],
                  watch_ages: Callable[[], dict[str, float | None]],
                  leader: Callable[[], bool],
-                 relists: Callable[[], dict[str, int]]) -> None:
+                 relists: Callable[[], dict[str, int]],
+                 transient: Callable[[], dict[int, int]]) -> None:
         self.gangs, self.watch_ages, self.leader = gangs, watch_ages, leader
-        self.relists = relists
+        self.relists, self.transient = relists, transient
 
     def collect(self) -> Iterator[Metric]:
         by_state = Counter(g.state for g in self.gangs())
@@ -54,6 +55,13 @@ class _StateCollector(Collector):
         for resource, count in sorted(self.relists().items()):
             lists.add_metric([resource], count)
         yield lists
+        transient = CounterMetricFamily(
+            "phalanx_api_transient_errors", "429 and 5xx answers (by code) and lost "
+            "connections (code 0) from the API server, each retried with backoff",
+            labels=["code"])
+        for code, count in sorted(self.transient().items()):
+            transient.add_metric([str(code)], count)
+        yield transient
         yield GaugeMetricFamily("phalanx_leader", "1 when this instance may bind",
                                 value=1.0 if self.leader() else 0.0)
 
@@ -78,8 +86,9 @@ class SchedulerMetrics:
     def watch_state(self, gangs: Callable[[], Iterable[GangState]],
                     watch_ages: Callable[[], dict[str, float | None]],
                     leader: Callable[[], bool],
-                    relists: Callable[[], dict[str, int]] = dict) -> None:
-        self.registry.register(_StateCollector(gangs, watch_ages, leader, relists))
+                    relists: Callable[[], dict[str, int]] = dict,
+                    transient: Callable[[], dict[int, int]] = dict) -> None:
+        self.registry.register(_StateCollector(gangs, watch_ages, leader, relists, transient))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

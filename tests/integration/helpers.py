@@ -177,3 +177,20 @@ def pod_group_path(name: str | None = None) -> str:
 
 def bound(pods: list[dict]) -> list[dict]:
     return [p for p in pods if p["spec"].get("nodeName")]
+
+
+def token_kubeconfig(kube, admin_kubeconfig, namespace: str, account: str, target):
+    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token)."""
+    import yaml
+
+    review = kube.create(
+        api_path("", "v1", "serviceaccounts", namespace, account, "token"),
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": 3600}})
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    target.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": account, "user": {"token": review["status"]["token"]}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account}}]}))
+    return target

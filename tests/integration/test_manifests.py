@@ -375,7 +375,15 @@ def test_examples_apply_and_are_scheduled(kube, kubectl, installed, phalanx, tmp
         labels = {n["metadata"]["name"]: n["metadata"]["labels"] for n in nodes}
         train = [p for p in pods() if p["metadata"]["labels"].get("app") == "train"]
         assert len({labels[p["spec"]["nodeName"]][L3] for p in train}) == 1  # required
-        assert len({p["spec"]["nodeName"] for p in pods()}) == total  # 8 GPUs: one per node
+        # 8 GPUs each: one unfinished pod per node, or a node is overcommitted. KWOK
+        # completes a Job's pods right after they run, and a Succeeded pod's node is free
+        # again: another gang may have it.
+        running = [p for p in pods() if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        per_node = Counter(p["spec"]["nodeName"] for p in running)
+        shared = {node: sorted(p["metadata"]["name"] for p in running
+                               if p["spec"]["nodeName"] == node)
+                  for node, count in per_node.items() if count > 1}
+        assert shared == {}
     finally:
         try:
             kube.delete(api_path("", "v1", "namespaces", name=EXAMPLES_NS))

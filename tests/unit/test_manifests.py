@@ -8,6 +8,7 @@ import ast
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -15,7 +16,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from scheduler.cache import POD_GROUPS
-from scheduler.config import load_config, parse_config
+from scheduler.config import Config, load_config, parse_config
 from scheduler.discovery import OWNER_KINDS
 from scheduler.gangs import REQUIRED, gang_from_pod_group, gang_from_workload
 from solver.solve import solve
@@ -142,18 +143,21 @@ def test_configmap_config_loads_with_leader_election_on(tmp_path):
     path.write_text(configmap["data"]["config.yaml"])
     config = load_config(path)  # what `phalanx run --config` does at start-up
     assert config == load_config_from_configmap()
-    assert config.scheduler_name == "phalanx"
-    assert config.preset == PRESETS["aws"]
-    assert config.leader_election.enabled
+    # The defaults spelled out, but for the two fields a Deployment needs different.
+    defaults = Config()
+    assert config == replace(defaults, http_address="0.0.0.0:10270",
+                             leader_election=replace(defaults.leader_election, enabled=True))
     assert (config.leader_election.namespace, config.leader_election.lease_name) == (
         SYSTEM_NS, "phalanx-scheduler")
-    assert config.http_address == "0.0.0.0:10270"
 
 
 def test_deployment_is_two_locked_down_replicas_with_probes():
     deployment = one("deploy", "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 2
+    # Only the Lease holder is Ready: a rollout that needs a new pod Ready before the old
+    # leader stops would never finish, so every replica may be unavailable at once.
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == spec["replicas"]
     pod = spec["template"]["spec"]
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"][
         "labels"].items()

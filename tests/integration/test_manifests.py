@@ -29,7 +29,7 @@ from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster
 from scheduler.errors import ApiError
 from scheduler.kube import KubeClient, RetryPolicy, api_path
-from tests.integration.helpers import POOL, pool_nodes
+from tests.integration.helpers import POOL, pool_nodes, token_kubeconfig
 
 pytestmark = pytest.mark.integration
 
@@ -128,27 +128,11 @@ def test_scheduler_pod_meets_restricted_pod_security(kubectl, installed, tmp_pat
 
 
 # -- the ServiceAccount's identity ---------------------------------------------------------
-def _token_kubeconfig(kube: KubeClient, admin_kubeconfig: Path, target: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of the manifests' ServiceAccount."""
-    review = kube.create(
-        api_path("", "v1", "serviceaccounts", SYSTEM_NS, SA, "token"),
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-         "spec": {"expirationSeconds": 3600}})
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "phalanx",
-        "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": SA, "user": {"token": review["status"]["token"]}}],
-        "contexts": [{"name": "phalanx", "context": {"cluster": "local", "user": SA}}],
-    }
-    target.write_text(yaml.safe_dump(config))
-    return target
-
-
 @pytest.fixture(scope="module")
 def sa_kubeconfig(installed, kube, local_cluster, tmp_path_factory) -> Path:
-    return _token_kubeconfig(kube, local_cluster.kubeconfig,
-                             tmp_path_factory.mktemp("sa") / "kubeconfig.yaml")
+    """A kubeconfig holding a TokenRequest token of the manifests' ServiceAccount."""
+    return token_kubeconfig(kube, local_cluster.kubeconfig, SYSTEM_NS, SA,
+                            tmp_path_factory.mktemp("sa") / "kubeconfig.yaml")
 
 
 def _rules_in_manifests(namespace: str) -> set[tuple[str, str, str, str]]:
@@ -255,25 +239,27 @@ def _sa_workloads(pool: str) -> list[dict]:
 
 
 def _scheduler_config(path: Path, port: int) -> None:
-    """The ConfigMap's configuration, but with leader election off (`phalanx run` refuses
-    it until leader election exists) and this test's scheduler name and address."""
+    """The ConfigMap's configuration, leader election included, with this test's
+    scheduler name and address."""
     configmap = next(d for d in _documents(MANIFESTS / "deploy") if d["kind"] == "ConfigMap")
     config = yaml.safe_load(configmap["data"]["config.yaml"])
-    config["leaderElection"]["enabled"] = False
+    assert config["leaderElection"]["enabled"] is True
     config["schedulerName"] = SA_SCHEDULER
     config["http"]["address"] = f"127.0.0.1:{port}"
     path.write_text(yaml.safe_dump(config))
 
 
 def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, tmp_path):
-    """`phalanx run` with nothing but the ServiceAccount's token schedules every kind of
-    gang, writes Events and PodGroup status, and never meets a 403."""
+    """`phalanx run` with nothing but the ServiceAccount's token and the ConfigMap's
+    configuration takes the Lease, schedules every kind of gang, writes Events and
+    PodGroup status, releases the Lease on SIGTERM, and never meets a 403."""
     ensure_namespace(kube, RBAC_NS)
     pool = "pool-rbac"
     pool_nodes(kube, pool, 10, seed=74, fanout=(1, 1, 12))
     config, log = tmp_path / "config.yaml", tmp_path / "phalanx.log"
     port = _free_port()
     _scheduler_config(config, port)
+    lease_path = api_path("coordination.k8s.io", "v1", "leases", SYSTEM_NS, SA)
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig", str(sa_kubeconfig),
@@ -285,8 +271,12 @@ def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, t
                     return r.status == 200
             except OSError:
                 return False
-        # Ready = nodes, pods and PodGroups listed with the ServiceAccount's rights.
-        wait_until(ready, 60, "the ServiceAccount's scheduler ready (caches synced)")
+        # Ready = nodes, pods and PodGroups listed with the ServiceAccount's rights, and
+        # the Lease held (a standby is never Ready).
+        wait_until(ready, 60, "the ServiceAccount's scheduler ready (synced and leading)")
+        lease = kube.get(lease_path)["spec"]
+        assert lease["holderIdentity"].startswith(socket.gethostname() + "_"), lease
+        assert lease["leaseDurationSeconds"] == 10
 
         workloads = _sa_workloads(pool)
         for obj in workloads:
@@ -329,6 +319,9 @@ def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, t
         output = log.read_text()
         print(output[-3000:])  # shown when the test fails, whatever failed
     assert process.returncode == 0, output[-3000:]
+    # Released on the way out (an update through the name-scoped Role rule), so a standby
+    # would take over at its next retry.
+    assert kube.get(lease_path)["spec"]["holderIdentity"] == ""
     # A refused call anywhere (watch, bind, owner get, event, status) is logged; none may be.
     refused = re.findall(r".*(?:forbidden|: 403 |could not write).*", output, re.IGNORECASE)
     assert refused == [], "\n".join(refused)
@@ -415,8 +408,8 @@ def test_flow_schema_classifies_the_service_account(kube):
         schema = admin.get(api_path(flow, "v1", "flowschemas", name="phalanx-scheduler"))
         level = admin.get(api_path(flow, "v1", "prioritylevelconfigurations",
                                    name="phalanx-scheduler"))
-        token = _token_kubeconfig(admin, cluster.kubeconfig,
-                                  cluster.cluster_dir / "phalanx-sa.kubeconfig")
+        token = token_kubeconfig(admin, cluster.kubeconfig, SYSTEM_NS, SA,
+                                 cluster.cluster_dir / "phalanx-sa.kubeconfig")
         client = KubeClient.from_kubeconfig(str(token))
 
         def classified() -> tuple[str, str]:

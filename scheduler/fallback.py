@@ -8,12 +8,23 @@ ties broken by node name.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import numpy.typing as npt
 
 from scheduler.gangs import shape_of
 from solver.filters import ShapeFit, fit_shape
 from topology.records import PodRecord
-from topology.snapshot import TopologySnapshot
+from topology.snapshot import DomainTree, TopologySnapshot
+
+
+@functools.lru_cache(maxsize=4)
+def _allocatable(tree: DomainTree, resource: str) -> npt.NDArray[np.float64]:
+    """Per node allocatable of one resource; the tree is shared by every cycle until nodes
+    change, so this is computed once per tree."""
+    return np.fromiter((node.allocatable.get(resource, 0) for node in tree.nodes),
+                       dtype=np.float64, count=len(tree.nodes))
 
 
 def choose_node(pod: PodRecord, snapshot: TopologySnapshot) -> tuple[str | None, ShapeFit]:
@@ -26,10 +37,9 @@ def choose_node(pod: PodRecord, snapshot: TopologySnapshot) -> tuple[str | None,
         free = snapshot.resource_column(resource)
         if free is None:
             continue
-        total = np.array([snapshot.nodes[i].allocatable.get(resource, 0) for i in candidates],
-                         dtype=np.float64)
+        total = _allocatable(snapshot.tree, resource)[candidates]
         left = free[candidates] - pod.requests.get(resource, 0)
         score += np.where(total > 0, left / np.maximum(total, 1), 0.0)
-    best = max(range(len(candidates)),
-               key=lambda i: (score[i], [-ord(c) for c in snapshot.nodes[candidates[i]].name]))
-    return snapshot.nodes[int(candidates[best])].name, fit
+    top = candidates[score == score.max()]
+    best = min(top.tolist(), key=lambda i: snapshot.nodes[i].name)
+    return snapshot.nodes[best].name, fit

@@ -120,10 +120,8 @@ class Scheduler:
             self.schedule_gang(gang)
         self._prune({gang.key for gang in gangs})
         if singles:
-            # One snapshot for every single pod of the cycle, charged as pods are placed.
-            snapshot = self.cache.snapshot()
-            for pod in sorted(singles, key=lambda p: (-p.priority, p.created, p.key)):
-                snapshot = self.schedule_single(pod, snapshot)
+            self.schedule_singles(sorted(singles, key=lambda p: (-p.priority, p.created, p.key)),
+                                  self.cache.snapshot())
 
     def _prune(self, pending: set[str]) -> None:
         """Forgets gangs that went away: a pending one as soon as it has no pending pods
@@ -323,29 +321,38 @@ class Scheduler:
                 "conditions": [_condition("Scheduled", False, reason, message)]})
         log.info("gang %s: %s: %s", state.key, reason, message)
 
-    def schedule_single(self, pod: PodRecord, snapshot: TopologySnapshot) -> TopologySnapshot:
-        node, fit = choose_node(pod, snapshot)
-        if node is None:
-            reasons = ", ".join(f"{n} {r}" for r, n in sorted(fit.excluded.items()))
-            message = f"0/{len(fit.capacity)} nodes are available: {reasons}"
-            if self.single_reports.get(pod.key) != message:
-                self.single_reports[pod.key] = message
-                self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
-            return snapshot
-        self.cache.assume(pod, node)
-        result = self.binder.bind_one(pod.key, node)
-        if result.ok:
-            self.metrics.pods_bound.labels("single").inc()
-            self.single_reports.pop(pod.key, None)
-            self.events.event(_pod_ref(pod), "Scheduled",
-                              f"Successfully assigned {pod.key} to {node}")
-            log.debug("pod %s bound to %s", pod.key, node)
-            return charged(snapshot, snapshot.tree.index[node], pod.requests)
-        self.cache.forget(pod.key)
-        self.metrics.bind_errors.labels(str(result.status)).inc()
-        self.events.event(_pod_ref(pod), "FailedScheduling",
-                          f"binding to {node} failed: {result.status} {result.reason}", True)
-        return snapshot
+    def schedule_singles(self, pods: list[PodRecord], snapshot: TopologySnapshot) -> None:
+        """kube-scheduler's per-pod filters and score, one pod after the other on one
+        snapshot charged as they go (each placed pod assumed at once), then every bind
+        concurrently, as kube-scheduler's binding cycles run beside its scheduling."""
+        chosen: list[tuple[PodRecord, str]] = []
+        for pod in pods:
+            node, fit = choose_node(pod, snapshot)
+            if node is None:
+                reasons = ", ".join(f"{n} {r}" for r, n in sorted(fit.excluded.items()))
+                message = f"0/{len(fit.capacity)} nodes are available: {reasons}"
+                if self.single_reports.get(pod.key) != message:
+                    self.single_reports[pod.key] = message
+                    self.events.event(_pod_ref(pod), "FailedScheduling", message, True)
+                continue
+            self.cache.assume(pod, node)
+            chosen.append((pod, node))
+            snapshot = charged(snapshot, snapshot.tree.index[node], pod.requests)
+        if not chosen:
+            return
+        results, _ = self.binder.bind_all([(pod.key, node) for pod, node in chosen])
+        for (pod, node), result in zip(chosen, results, strict=True):
+            if result.ok:
+                self.metrics.pods_bound.labels("single").inc()
+                self.single_reports.pop(pod.key, None)
+                self.events.event(_pod_ref(pod), "Scheduled",
+                                  f"Successfully assigned {pod.key} to {node}")
+                log.debug("pod %s bound to %s", pod.key, node)
+                continue
+            self.cache.forget(pod.key)
+            self.metrics.bind_errors.labels(str(result.status)).inc()
+            self.events.event(_pod_ref(pod), "FailedScheduling",
+                              f"binding to {node} failed: {result.status} {result.reason}", True)
 
 
 def _pod_ref(pod: PodRecord) -> ObjectRef:

@@ -19,44 +19,19 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from typing import Any
 
+from benchmarks.podwatch import watch_pods
 from benchmarks.report import print_result
 from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate, schedulable
 from scheduler.kube import KubeClient, api_path
-from scheduler.watch import Watcher
 from topology.presets import AWS_LAYER
 from topology.synthetic import ClusterSpec
 
 NS = "recovery-bench"
 LAYER3 = AWS_LAYER[2]
-
-
-class PodTimes:
-    """Per pod uid: when this process first saw it, and when it saw it bound."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, float] = {}
-        self.bound: dict[str, tuple[float, str]] = {}
-        self.changed = threading.Condition()
-
-    def replace(self, items: list[dict[str, Any]]) -> None:
-        for item in items:
-            self.event("ADDED", item)
-
-    def event(self, kind: str, obj: dict[str, Any]) -> None:
-        now = time.monotonic()
-        uid = obj["metadata"]["uid"]
-        with self.changed:
-            self.added.setdefault(uid, now)
-            node = (obj.get("spec") or {}).get("nodeName")
-            if node and uid not in self.bound:
-                self.bound[uid] = (now, node)
-            self.changed.notify_all()
 
 
 def _statefulset(replicas: int) -> dict[str, Any]:
@@ -125,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
              str(cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times = PodTimes()
-        watcher = Watcher(kube, api_path("", "v1", "pods", NS), name="bench",
-                          on_replace=times.replace, on_event=times.event).start()
+        times, watcher = watch_pods(kube, NS)
         kube.create(api_path("apps", "v1", "statefulsets", NS), _statefulset(args.replicas))
         wait_until(lambda: sum(1 for p in _pods(kube).values() if p["spec"].get("nodeName"))
                    == args.replicas, 240, "gang bound", interval=0.2)

@@ -1,0 +1,402 @@
+"""KWOK placement benchmark: the same workload through Phalanx and kube-scheduler.
+
+    .venv/bin/python -m benchmarks.kwok_placement [--nodes 5000] [--quick] [--out DIR]
+
+One fresh local control plane with `--nodes` synthetic p5 nodes and fragmented existing
+load. For each scheduler in turn, on the same nodes and load: CPU-only pods, then gangs
+(StatefulSets of 8-GPU pods, `--gangs` sizes) arriving one after another, each once the
+previous one is bound, so every gang meets the capacity its predecessors left. Before a
+gang arrives its offline optimum is solved on the API server's current state (the lower
+bounds and the fewest domains per level); after, its placement is read back from the API
+server and measured (DESIGN §5). Then the workload is deleted and the next scheduler runs.
+At the end: the API server's own write ceiling (ConfigMap creates at 128 in flight), and
+a check that no node is over-committed.
+
+Baselines, all on the same cluster: kube-scheduler v1.36 with its default plugins (the
+cluster's own, client QPS limits lifted), and the same kube-scheduler with its in-tree
+gang scheduling (GangScheduling plugin, alpha: feature gates GenericWorkload and
+GangScheduling, a scheduling.k8s.io/v1alpha2 PodGroup per gang). The scheduler-plugins
+Coscheduling plugin cannot be built here: the Go module proxy serves no version of
+`sigs.k8s.io/scheduler-plugins` (none listed; v0.35.0 refused), so it is reported as
+unavailable rather than dropped silently.
+
+Writes `placement-<time>.json`, and PNG plots, to `--out` (default benchmarks/out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.podwatch import PodTimes, watch_pods
+from benchmarks.report import print_result
+from localcluster.binaries import REPO
+from localcluster.bulk import create_all, ensure_namespace, wait_until
+from localcluster.cluster import LocalCluster
+from localcluster.synthnodes import populate, schedulable
+from scheduler.errors import ApiError
+from scheduler.gangs import gang_from_workload
+from scheduler.kube import KubeClient, api_path
+from solver.assign import measure
+from solver.instance import NODE_LEVEL
+from solver.request import SolverConfig
+from solver.result import Assignment, Placement
+from solver.solve import solve
+from topology.presets import PRESETS
+from topology.records import node_from_json, pod_from_json
+from topology.snapshot import TopologySnapshot, build_snapshot, render_path, usage_from_pods
+from topology.synthetic import ClusterSpec
+
+NS = "placement-bench"
+COSCHEDULING = ("not built: the Go module proxy lists no version of "
+                "sigs.k8s.io/scheduler-plugins and refused v0.35.0, so the wrapper module "
+                "cannot resolve it on this machine")
+SCHEDULERS = {"phalanx": "phalanx", "kube-scheduler": "default-scheduler",
+              "kube-scheduler-gang": "default-scheduler"}
+# kube-scheduler's own gang scheduling (KEP-4671, alpha in 1.35/1.36): a PodGroup
+# (scheduling.k8s.io/v1alpha2, gang minCount) per gang, pods naming it in
+# spec.schedulingGroup; the GangScheduling plugin then admits the group all or nothing.
+GANG_GATES = {
+    "kube-apiserver": {"feature-gates": "GenericWorkload=true",
+                       "runtime-config": "scheduling.k8s.io/v1alpha2=true"},
+    "kube-scheduler": {"feature-gates": "GenericWorkload=true,GangScheduling=true"},
+    "kube-controller-manager": {"feature-gates": "GenericWorkload=true"},
+}
+POD_GROUPS = api_path("scheduling.k8s.io", "v1alpha2", "podgroups", NS)
+
+
+@dataclass
+class GangRun:
+    name: str
+    size: int
+    time_to_all_bound_s: float
+    first_to_last_bind_s: float
+    bind_pods_per_s: float
+    domains_used: dict[str, int]
+    lower_bound: dict[str, int | None]
+    optimum: dict[str, int]
+    ring_hops: int
+    max_distance: int
+    solve_s: float | None = None
+    bind_s: float | None = None
+    partially_bound_seen: bool = False
+
+
+@dataclass
+class SchedulerRun:
+    scheduler: str
+    gangs: list[GangRun] = field(default_factory=list)
+    cpu_pods_bound_s: float = 0.0
+    pods_per_s: float = 0.0
+    peak_rss_mb: float | None = None
+    unschedulable_s: float = 0.0
+    placement: dict[str, int] = field(default_factory=dict)
+    """Pods of the largest gang per layer-3 domain path (for the heat map)."""
+
+
+def _snapshot(kube: KubeClient) -> TopologySnapshot:
+    nodes = [node_from_json(n) for n in kube.list_all(api_path("", "v1", "nodes"))[0]]
+    pods = [pod_from_json(p) for p in kube.list_all(api_path("", "v1", "pods"))[0]]
+    return build_snapshot(nodes, usage_from_pods(pods), PRESETS["aws"])
+
+
+def _statefulset(name: str, replicas: int, scheduler: str, gpus: int,
+                 pod_group: str | None = None) -> dict[str, Any]:
+    resources = ({"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else
+                 {"requests": {"cpu": "4", "memory": "8Gi"}})
+    extra = {"schedulingGroup": {"podGroupName": pod_group}} if pod_group else {}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": replicas, "serviceName": name,
+                     "podManagementPolicy": "Parallel",
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"schedulerName": scheduler, **extra,
+                                           "containers": [
+                                      {"name": "w", "image": "trainer",
+                                       "resources": resources}]}}}}
+
+
+def _pods(kube: KubeClient, app: str) -> list[dict[str, Any]]:
+    return kube.list_all(api_path("", "v1", "pods", NS), {"labelSelector": f"app={app}"})[0]
+
+
+def _vm_hwm_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler: str,
+              explain: str | None, gang_api: bool) -> tuple[GangRun, dict[str, int]]:
+    sts = _statefulset(name, size, scheduler, 8, name if gang_api else None)
+    before = _snapshot(kube)
+    offline = solve(gang_from_workload(sts), before, SolverConfig(time_limit_s=5.0))
+    assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
+    if gang_api:
+        kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
+                                 "kind": "PodGroup", "metadata": {"name": name},
+                                 "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
+    kube.create(api_path("apps", "v1", "statefulsets", NS), sts)
+    partial = False
+
+    def done() -> bool:
+        nonlocal partial
+        pods = _pods(kube, name)
+        bound = sum(1 for p in pods if p["spec"].get("nodeName"))
+        partial = partial or 0 < bound < size
+        return len(pods) == size and bound == size
+    wait_until(done, 600, f"{name} bound", interval=0.1)
+    time.sleep(0.3)  # the watch delivers the last bindings
+    pods = _pods(kube, name)
+    uids = [p["metadata"]["uid"] for p in pods]
+    with times.lock:
+        last_exists = max(times.added[u] for u in uids)
+        binds = sorted(times.bound[u][0] for u in uids)
+    tree = _snapshot(kube).tree
+    assignments = tuple(
+        Assignment(p["metadata"]["name"], int(p["metadata"]["labels"][
+            "apps.kubernetes.io/pod-index"]), p["spec"]["nodeName"],
+            render_path(tree.node_path(tree.index[p["spec"]["nodeName"]])))
+        for p in pods)
+    metrics = measure(tree, assignments, offline.metrics.lower_bound)
+    spread = binds[-1] - binds[0]
+    run = GangRun(name=name, size=size, time_to_all_bound_s=round(binds[-1] - last_exists, 3),
+                  first_to_last_bind_s=round(spread, 3),
+                  bind_pods_per_s=round(size / spread, 1) if spread > 0 else float(size),
+                  domains_used=metrics.domains_used, lower_bound=metrics.lower_bound,
+                  optimum=offline.metrics.domains_used, ring_hops=metrics.ring_hops,
+                  max_distance=metrics.max_distance, partially_bound_seen=partial)
+    if explain:
+        detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30).json()
+        run.solve_s, run.bind_s = detail.get("solve_s"), detail.get("bind_s")
+    layer3 = PRESETS["aws"].keys[3]
+    level = tree.levels.index(layer3)
+    racks: dict[str, int] = {}
+    for a in assignments:
+        path = render_path(tree.paths[level][int(tree.domain_of[level][tree.index[a.node]])])
+        racks[path] = racks.get(path, 0) + 1
+    return run, racks
+
+
+def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
+                  sizes: list[int], cpu_pods: int) -> SchedulerRun:
+    result = SchedulerRun(scheduler)
+    process, explain = None, None
+    if scheduler == "phalanx":
+        explain = f"http://127.0.0.1:{_free_port()}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
+             str(cluster.kubeconfig), "--http-address", explain.removeprefix("http://")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: _ready(explain), 60, "phalanx ready")
+    times, watcher = watch_pods(kube, NS)
+    started = time.monotonic()
+    try:
+        if cpu_pods:
+            kube.create(api_path("apps", "v1", "statefulsets", NS),
+                        _statefulset("cpu", cpu_pods, SCHEDULERS[scheduler], 0))
+            t0 = time.monotonic()
+            wait_until(lambda: sum(1 for p in _pods(kube, "cpu") if p["spec"].get("nodeName"))
+                       == cpu_pods, 300, "CPU pods bound", interval=0.1)
+            result.cpu_pods_bound_s = round(time.monotonic() - t0, 3)
+        largest = max(sizes)
+        for index, size in enumerate(sizes):
+            run, racks = _run_gang(kube, times, f"g{index}-{size}", size, SCHEDULERS[scheduler],
+                                   explain, scheduler == "kube-scheduler-gang")
+            result.gangs.append(run)
+            if size == largest:
+                result.placement = racks
+        elapsed = time.monotonic() - started
+        result.pods_per_s = round((sum(sizes) + cpu_pods) / elapsed, 1)
+        if process is not None:
+            result.peak_rss_mb = _vm_hwm_mb(process.pid)
+            groups = httpx.get(f"{explain}/v1/groups", timeout=30).json()["groups"]
+            for group in groups:
+                detail = httpx.get(f"{explain}/v1/groups/{NS}/{group['name']}", timeout=30)
+                result.unschedulable_s += _pending_seconds(detail.json()["transitions"])
+        else:
+            pid = next(p for p in cluster.processes()
+                       if "kube-scheduler" in Path(f"/proc/{p}/cmdline").read_text())
+            result.peak_rss_mb = _vm_hwm_mb(pid)
+    finally:
+        watcher.stop()
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+    return result
+
+
+def _pending_seconds(transitions: list[dict[str, str]]) -> float:
+    total, since = 0.0, None
+    for step in transitions:
+        at = time.mktime(time.strptime(step["at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        if step["state"] == "Pending: unschedulable":
+            since = at
+        elif since is not None:
+            total, since = total + at - since, None
+    return total
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _clear(kube: KubeClient) -> None:
+    for sts in kube.list_all(api_path("apps", "v1", "statefulsets", NS))[0]:
+        kube.delete(api_path("apps", "v1", "statefulsets", NS, sts["metadata"]["name"]))
+    wait_until(lambda: not kube.list_all(api_path("", "v1", "pods", NS))[0], 300,
+               "benchmark pods gone", interval=0.5)
+    try:
+        for group in kube.list_all(POD_GROUPS)[0]:
+            kube.delete(f"{POD_GROUPS}/{group['metadata']['name']}")
+    except ApiError as exc:
+        if exc.status != 404:  # the v1alpha2 API is served only with the gang baseline
+            raise
+
+
+def overcommitted(kube: KubeClient) -> list[str]:
+    """Nodes whose bound, unfinished pods request more than the node allocates."""
+    snapshot = _snapshot(kube)
+    bad = (snapshot.free < 0).any(axis=1)
+    return [snapshot.nodes[i].name for i in range(len(snapshot.nodes)) if bad[i]]
+
+
+def write_ceiling(kube: KubeClient, count: int) -> float:
+    report = create_all(kube, [{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": f"ceiling-{i}", "namespace": NS},
+                                "data": {"k": "v"}} for i in range(count)],
+                        concurrency=128,
+                        path_of=lambda obj: api_path("", "v1", "configmaps", NS))
+    return round(report.per_second, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--gangs", default="64,128,256,512,1024",
+                        help="gang sizes in arrival order (pods x 8 GPUs)")
+    parser.add_argument("--cpu-pods", type=int, default=200)
+    parser.add_argument("--occupancy", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--schedulers", default="phalanx,kube-scheduler,kube-scheduler-gang",
+                        help="any of phalanx, kube-scheduler, kube-scheduler-gang")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,500 nodes, gangs 64,128,256, 50 CPU pods: under 3 minutes")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.nodes, args.gangs, args.cpu_pods = 1500, "64,128,256", 50
+    sizes = [int(s) for s in args.gangs.split(",")]
+    wall = time.monotonic()
+    schedulers = args.schedulers.split(",")
+    unknown = sorted(set(schedulers) - set(SCHEDULERS))
+    if unknown:
+        parser.error(f"--schedulers: unknown {unknown}; expected some of {sorted(SCHEDULERS)}")
+    cluster = LocalCluster(name="phalanx-bench-placement",
+                           extra_args=GANG_GATES if "kube-scheduler-gang" in schedulers else {})
+    cluster.down()
+    runs: list[SchedulerRun] = []
+    try:
+        cluster.up()
+        kube = cluster.kube()
+        populate(kube, ClusterSpec(nodes=args.nodes, occupancy=args.occupancy, seed=args.seed))
+        wait_until(lambda: sum(1 for n in kube.list_all(api_path("", "v1", "nodes"))[0]
+                               if schedulable(n)) == args.nodes, 180, "nodes schedulable")
+        ensure_namespace(kube, NS)
+        for scheduler in schedulers:
+            runs.append(run_scheduler(kube, cluster, scheduler, sizes, args.cpu_pods))
+            bad = overcommitted(kube)
+            if bad:
+                raise SystemExit(f"{scheduler}: over-committed nodes: {bad[:10]}")
+            _clear(kube)
+        ceiling = write_ceiling(kube, 1024)
+        version = kube.get("/version")["gitVersion"]
+    finally:
+        cluster.down()
+    report = {
+        "benchmark": "kwok_placement", "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                             time.gmtime()),
+        "nodes": args.nodes, "occupancy": args.occupancy, "gangs": sizes,
+        "cpu_pods": args.cpu_pods, "kubernetes": version, "apiserver_write_ceiling": ceiling,
+        "coscheduling": COSCHEDULING, "duration_s": round(time.monotonic() - wall, 1),
+        "runs": [run.__dict__ | {"gangs": [g.__dict__ for g in run.gangs]} for run in runs],
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"placement-{stamp}.json").write_text(json.dumps(report, indent=2))
+    from benchmarks.placement_plots import plot_all
+
+    pngs = plot_all(report, out, stamp)
+    print(render(report))
+    print_result({"json": str(out / f"placement-{stamp}.json"), "plots": [str(p) for p in pngs],
+                  "duration_s": report["duration_s"]})
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    """The markdown table RESULTS.md records."""
+    layer3 = PRESETS["aws"].keys[3]
+    lines = ["| scheduler | gang | time to all bound | binds/s | layer-3 used (optimum, "
+             "lower bound) | layer-2 used (optimum) | every level at the optimum | ring hops "
+             "| max distance |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    layer2 = PRESETS["aws"].keys[2]
+    for run in report["runs"]:
+        for g in run["gangs"]:
+            lines.append(
+                f"| {run['scheduler']} | {g['size']} | {g['time_to_all_bound_s']:.2f} s | "
+                f"{g['bind_pods_per_s']:.0f} | {g['domains_used'][layer3]} "
+                f"({g['optimum'][layer3]}, {g['lower_bound'][layer3]}) | "
+                f"{g['domains_used'][layer2]} ({g['optimum'][layer2]}) | "
+                f"{'yes' if matches_optimum(g) else 'no'} | {g['ring_hops']} | "
+                f"{g['max_distance']} |")
+    by = {run["scheduler"]: run for run in report["runs"]}
+    if "phalanx" in by and "kube-scheduler" in by:
+        ratios = [k["domains_used"][layer3] / p["domains_used"][layer3]
+                  for p, k in zip(by["phalanx"]["gangs"], by["kube-scheduler"]["gangs"],
+                                  strict=True)]
+        lines.append(f"\nkube-scheduler spread the same gangs over {min(ratios):.1f}-"
+                     f"{max(ratios):.1f}x (median {statistics.median(ratios):.1f}x) as many "
+                     f"layer-3 domains as Phalanx.")
+    for run in report["runs"]:
+        lines.append(f"{run['scheduler']}: {run['pods_per_s']} pods/s overall, peak RSS "
+                     f"{run['peak_rss_mb']} MB, CPU pods bound in {run['cpu_pods_bound_s']} s, "
+                     f"unschedulable {run['unschedulable_s']:.1f} s")
+    lines.append(f"API server write ceiling (same run): {report['apiserver_write_ceiling']}/s; "
+                 f"Coscheduling: {report['coscheduling']}")
+    return "\n".join(lines)
+
+
+def matches_optimum(gang: dict[str, Any]) -> bool:
+    return all(gang["domains_used"][k] <= gang["optimum"][k]
+               for k in gang["optimum"] if k != NODE_LEVEL)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -89,7 +89,6 @@ class GangRun:
     max_distance: int
     solve_s: float | None = None
     bind_s: float | None = None
-    partially_bound_seen: bool = False
 
 
 @dataclass
@@ -158,14 +157,9 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
                                  "kind": "PodGroup", "metadata": {"name": name},
                                  "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
     kube.create(api_path("apps", "v1", "statefulsets", NS), sts)
-    partial = False
-
     def done() -> bool:
-        nonlocal partial
         pods = _pods(kube, name)
-        bound = sum(1 for p in pods if p["spec"].get("nodeName"))
-        partial = partial or 0 < bound < size
-        return len(pods) == size and bound == size
+        return len(pods) == size and all(p["spec"].get("nodeName") for p in pods)
     wait_until(done, 600, f"{name} bound", interval=0.1)
     time.sleep(0.3)  # the watch delivers the last bindings
     pods = _pods(kube, name)
@@ -186,7 +180,7 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
                   bind_pods_per_s=round(size / spread, 1) if spread > 0 else float(size),
                   domains_used=metrics.domains_used, lower_bound=metrics.lower_bound,
                   optimum=offline.metrics.domains_used, ring_hops=metrics.ring_hops,
-                  max_distance=metrics.max_distance, partially_bound_seen=partial)
+                  max_distance=metrics.max_distance)
     if explain:
         detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30).json()
         run.solve_s, run.bind_s = detail.get("solve_s"), detail.get("bind_s")

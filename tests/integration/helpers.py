@@ -18,7 +18,7 @@ NS = "sched-test"
 POOL = "phalanx.dev/test-pool"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 def start_phalanx(kubeconfig, log_path, config: str | None = None) -> subprocess.Popen:
     """A `phalanx run` process with its own explain port; `process.url` is its API."""
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig", str(kubeconfig),
             "--http-address", f"127.0.0.1:{port}"]
     if config is not None:
@@ -63,24 +63,15 @@ def scrape(url: str, metric: str) -> float:
 
 @pytest.fixture(scope="session")
 def phalanx(local_cluster, kube, tmp_path_factory):
-    log = tmp_path_factory.mktemp("phalanx") / "phalanx.log"
-    port = _free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
-             str(local_cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT)
-    process.url = f"http://127.0.0.1:{port}"  # the explain API
+    """The session's `phalanx run` (schedulerName phalanx, admin credentials)."""
+    process = start_phalanx(local_cluster.kubeconfig,
+                            tmp_path_factory.mktemp("phalanx") / "phalanx.log")
     ensure_namespace(kube, NS)
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(log.read_text()[-5000:])
+        stop_process(process)
+        print(process.log_path.read_text()[-5000:])
 
 
 def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16), batch: str = ""):

@@ -29,7 +29,7 @@ from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster
 from scheduler.errors import ApiError
 from scheduler.kube import KubeClient, RetryPolicy, api_path
-from tests.integration.helpers import POOL, pool_nodes, token_kubeconfig
+from tests.integration.helpers import POOL, free_port, pool_nodes, stop_process, token_kubeconfig
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,6 @@ SA_SCHEDULER = "phalanx-rbac"
 def _documents(*paths: Path) -> list[dict]:
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.yaml")))]
     return [doc for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Kubectl:
@@ -257,7 +251,7 @@ def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, t
     pool = "pool-rbac"
     pool_nodes(kube, pool, 10, seed=74, fanout=(1, 1, 12))
     config, log = tmp_path / "config.yaml", tmp_path / "phalanx.log"
-    port = _free_port()
+    port = free_port()
     _scheduler_config(config, port)
     lease_path = api_path("coordination.k8s.io", "v1", "leases", SYSTEM_NS, SA)
     with log.open("w") as out:
@@ -309,11 +303,7 @@ def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, t
         assert [(c["type"], c["status"]) for c in status["conditions"]] == [("Scheduled", "True")]
 
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         kube.delete(api_path("", "v1", "namespaces", name=RBAC_NS))
         kube.delete(api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")
         output = log.read_text()

@@ -175,10 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         "phalanx %s serving scheduler %s, explain API on %s", "0.1.0",
         config.scheduler_name, config.http_address)
     stop.wait()
-    if elector is not None:
-        elector.stop(release=True)  # a standby takes over at its next retry
+    # No new bind from here; in-flight ones finish (the binder pool drains) before the
+    # Lease is released, so the next leader never races this one's last binds.
+    scheduler.leading = lambda: False
     server.should_exit = True
     scheduler.stop()
+    if elector is not None:
+        elector.stop(release=True)  # a standby takes over at its next retry
     return 0
 
 

@@ -62,9 +62,9 @@ def _replaced(kube, app: str, name: str, old_uid: str) -> dict:
 
 
 def test_replacements_land_next_to_their_peers_and_nobody_moves(kube, phalanx):
-    nodes = {n["metadata"]["name"]: n for n in pool_nodes(kube, "pool-r", 40, seed=61,
+    nodes = {n["metadata"]["name"]: n for n in pool_nodes(kube, "pool-rep", 40, seed=61,
                                                            fanout=(1, 2, 20))}
-    kube.create(STS, statefulset("rep", 12, "pool-r"))
+    kube.create(STS, statefulset("rep", 12, "pool-rep"))
     wait_until(lambda: _bound(kube, "rep", 12), 60, "rep bound")
     before = _nodes_of(kube, "rep")
     rack = {name: nodes[node]["metadata"]["labels"][LAYER3] for name, node in before.items()}
@@ -93,7 +93,7 @@ def test_replacements_land_next_to_their_peers_and_nobody_moves(kube, phalanx):
     after = _nodes_of(kube, "rep")
     assert {k: v for k, v in after.items() if k not in ("rep-5", "rep-8")} == {
         k: v for k, v in before.items() if k not in ("rep-5", "rep-8")}
-    assert max(_gpus_per_node(kube, "pool-r").values()) <= 8
+    assert max(_gpus_per_node(kube, "pool-rep").values()) <= 8
     kube.call("PATCH", api_path("", "v1", "nodes", None, victim),
               body={"spec": {"unschedulable": False}},
               content_type="application/strategic-merge-patch+json")
@@ -171,8 +171,8 @@ binder: {concurrency: 1}
 
 def test_killed_at_any_moment_and_restarted_binds_each_pod_once(kube, local_cluster, phalanx,
                                                                  tmp_path):
-    pool_nodes(kube, "pool-c", 72, seed=81, fanout=(1, 3, 24))
-    sts = statefulset("crash", 64, "pool-c")
+    pool_nodes(kube, "pool-crash", 72, seed=81, fanout=(1, 3, 24))
+    sts = statefulset("crash", 64, "pool-crash")
     sts["spec"]["template"]["spec"]["schedulerName"] = "phalanx-crash"
     log = tmp_path / "crash.log"
     process = start_phalanx(local_cluster.kubeconfig, log, CRASH_CONFIG)
@@ -197,7 +197,7 @@ def test_killed_at_any_moment_and_restarted_binds_each_pod_once(kube, local_clus
     finally:
         stop_process(process)
         print(log.read_text()[-4000:])
-    assert max(_gpus_per_node(kube, "pool-c").values()) <= 8
+    assert max(_gpus_per_node(kube, "pool-crash").values()) <= 8
     placed = _nodes_of(kube, "crash")
     assert len(set(placed.values())) == 64  # one whole-node pod per node
     scheduled = Counter(e["involvedObject"]["name"] for e in kube.get(

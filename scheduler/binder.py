@@ -13,8 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, api_path
+from scheduler.errors import ApiError, ApiUnavailable
+from scheduler.kube import NO_RETRY, RETRYABLE_STATUS, KubeClient, api_path
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,9 @@ def binding_body(namespace: str, name: str, node: str) -> dict[str, object]:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
 
 
-NOT_LEADER = 0
+NOT_LEADER = -1
 """BindResult.status of a bind not sent because this instance stopped leading."""
+BIND_TIMEOUT_S = 10.0
 
 
 class Binder:
@@ -44,18 +45,31 @@ class Binder:
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bind")
 
     def bind_one(self, key: str, node: str) -> BindResult:
+        """One bind, retried on 429/5xx/lost connections with the client's backoff; the
+        leadership check runs before *every* attempt, so a leader whose Lease lapses while
+        its binds are backing off sends none of them again."""
         namespace, name = key.split("/", 1)
-        if not self.allowed():
-            # Checked per pod: a leader whose Lease lapses mid-gang sends no further bind.
-            return BindResult(key, node, False, NOT_LEADER, "not leader: bind not sent")
         path = api_path("", "v1", "pods", namespace, name, "binding")
-        try:
-            reply = self.kube.request("POST", path, body=binding_body(namespace, name, node))
-            return BindResult(key, node, True, getattr(reply, "status", 201))
-        except ApiError as exc:
-            if exc.status == 409:
-                return self._already_bound(key, node, exc)
-            return BindResult(key, node, False, exc.status, f"{exc.reason}: {exc.message}")
+        policy = self.kube.retry
+        last: ApiError | None = None
+        for attempt in range(policy.attempts):
+            if attempt:
+                time.sleep(policy.delay(attempt - 1, last.retry_after if last else None))
+            if not self.allowed():
+                return BindResult(key, node, False, NOT_LEADER, "not leader: bind not sent")
+            try:
+                reply = self.kube.request("POST", path, body=binding_body(namespace, name, node),
+                                          retry=NO_RETRY, timeout=BIND_TIMEOUT_S)
+                return BindResult(key, node, True, getattr(reply, "status", 201))
+            except ApiError as exc:
+                if exc.status == 409:
+                    return self._already_bound(key, node, exc)
+                if exc.status not in RETRYABLE_STATUS and not isinstance(exc, ApiUnavailable):
+                    return BindResult(key, node, False, exc.status,
+                                      f"{exc.reason}: {exc.message}")
+                last = exc
+        assert last is not None
+        return BindResult(key, node, False, last.status, f"{last.reason}: {last.message}")
 
     def _already_bound(self, key: str, node: str, exc: ApiError) -> BindResult:
         namespace, name = key.split("/", 1)

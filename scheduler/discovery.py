@@ -112,7 +112,9 @@ def discover(cache: ClusterCache, scheduler_name: str, accelerators: tuple[str, 
     bound: Counter[tuple[str, str, str]] = Counter()
     placed: dict[tuple[str, str, str], list[PodRecord]] = defaultdict(list)
     for pod in all_pods:
-        if not pod.terminal and (pod.node_name or pod.key in assumed):
+        # A terminating member is on its way out: it is neither a member the gang can
+        # count on nor a peer to place replacements next to.
+        if not pod.terminal and not pod.deleting and (pod.node_name or pod.key in assumed):
             keys = []
             if POD_GROUP_LABEL in pod.labels:
                 keys.append(("PodGroup", pod.namespace, pod.labels[POD_GROUP_LABEL]))

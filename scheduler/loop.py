@@ -14,8 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from scheduler.binder import Binder
+from scheduler.binder import NOT_LEADER, Binder
 from scheduler.cache import ClusterCache
 from scheduler.config import Config
 from scheduler.discovery import Gang, OwnerLookup, discover
@@ -44,6 +45,7 @@ from topology.records import PodRecord
 from topology.snapshot import TopologySnapshot, charged
 
 log = logging.getLogger("phalanx.scheduler")
+TRANSIENT_BIND_FAILURES = frozenset({0, 404, 429, 500, 502, 503, 504})
 
 
 class Scheduler:
@@ -117,9 +119,11 @@ class Scheduler:
         gangs, singles = discover(self.cache, self.config.scheduler_name,
                                   self.config.accelerators, self.owners)
         for gang in sorted(gangs, key=lambda g: (-g.priority, g.created, g.key)):
+            if not self.leading():
+                return  # lost the Lease mid-cycle: the new leader takes it from here
             self.schedule_gang(gang)
         self._prune({gang.key for gang in gangs})
-        if singles:
+        if singles and self.leading():
             self.schedule_singles(sorted(singles, key=lambda p: (-p.priority, p.created, p.key)),
                                   self.cache.snapshot())
 
@@ -186,6 +190,7 @@ class Scheduler:
             state.move(INVALID)
             self._report_once(state, gang.ref, "InvalidGang", str(exc), gang.pending)
             return
+        previous = state.result
         state.result, state.solved_at = result, time.time()
         self.metrics.solve_seconds.labels(result.status).observe(result.solver.solve_s)
         if isinstance(result, Unschedulable):
@@ -194,6 +199,8 @@ class Scheduler:
             return
         self._bind_gang(gang, state, result)
         state.explanation, state.remedies = self._explain(request, snapshot, result), ()
+        if result.solver.algorithm == "nearby":
+            state.result = _with_running(previous, result)
 
     def _place(self, gang: Gang, state: GangState, request: GangRequest,
                snapshot: TopologySnapshot) -> Placement | Unschedulable:
@@ -202,8 +209,14 @@ class Scheduler:
         if not gang.peers:
             return solve(request, snapshot, self.solver_config)
         request.validate(snapshot.levels)
-        peers = dict(gang.peers)
+        peers = {rank: node for rank, node in gang.peers if node in snapshot.tree.index}
+        if not peers:  # the running members' nodes are gone: nothing to be near
+            return solve(request, snapshot, self.solver_config)
         near = place_near(request, snapshot, peers, state.failed_nodes)
+        if near is None and state.failed_nodes:
+            # Avoiding nodes where binds failed must never be what keeps a gang pending.
+            state.failed_nodes = {}
+            near = place_near(request, snapshot, peers)
         if near is not None:
             return near
         if request.required_level is not None:
@@ -243,6 +256,16 @@ class Scheduler:
         results, bind_s = self.binder.bind_all([(p.key, node) for p, node in placements])
         state.bind_s = bind_s
         self.metrics.bind_seconds.observe(bind_s)
+        unsent = [r for r in results if r.status == NOT_LEADER]
+        for r in unsent:  # not a failure: this instance stopped leading; nothing to report
+            self.cache.forget(r.pod)
+        if unsent:
+            results = [r for r in results if r.status != NOT_LEADER]
+            log.info("gang %s: lost leadership while binding; %d bind(s) left to the new "
+                     "leader", gang.key, len(unsent))
+            if not results:
+                state.move(WAITING)
+                return
         failed = [r for r in results if not r.ok]
         self.metrics.pods_bound.labels("gang").inc(len(results) - len(failed))
         for r in failed:
@@ -254,8 +277,11 @@ class Scheduler:
                                   f"Successfully assigned {pod.key} to {r.node}")
             else:
                 self.cache.forget(pod.key)
-                state.failed_nodes = {**state.failed_nodes, pod.name: state.failed_nodes.get(
-                    pod.name, frozenset()) | {r.node}}
+                if r.status not in TRANSIENT_BIND_FAILURES:
+                    # Refused for this node (admission, conflict): try another next time.
+                    # Timeouts, 429 and 5xx say nothing about the node.
+                    state.failed_nodes = {**state.failed_nodes, pod.name: state.failed_nodes
+                                          .get(pod.name, frozenset()) | {r.node}}
                 self.events.event(_pod_ref(pod), "FailedScheduling",
                                   f"binding to {r.node} failed: {r.status} {r.reason}; it "
                                   f"will be placed next to its bound peers", True)
@@ -353,6 +379,17 @@ class Scheduler:
             self.metrics.bind_errors.labels(str(result.status)).inc()
             self.events.event(_pod_ref(pod), "FailedScheduling",
                               f"binding to {node} failed: {result.status} {result.reason}", True)
+
+
+def _with_running(previous: object, replacement: Placement) -> Placement:
+    """The gang's whole placement after a replacement: the earlier assignments of the
+    members still running, plus the replacements (so explain keeps showing every pod)."""
+    if not isinstance(previous, Placement):
+        return replacement
+    replaced = {a.pod for a in replacement.assignments}
+    kept = [a for a in previous.assignments if a.pod not in replaced]
+    merged = sorted([*kept, *replacement.assignments], key=lambda a: (a.rank, a.pod))
+    return replace(replacement, assignments=tuple(merged))
 
 
 def _pod_ref(pod: PodRecord) -> ObjectRef:

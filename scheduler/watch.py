@@ -111,7 +111,15 @@ class Watcher:
                                    str(obj.get("reason")), str(obj.get("message")))
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if kind != "BOOKMARK":
-                    self.on_event(kind, obj)
+                    try:
+                        self.on_event(kind, obj)
+                    except Exception:
+                        # Resuming from this version would replay the same event forever:
+                        # start over from a fresh list instead.
+                        log.exception("watch %s: handling a %s event failed; re-listing",
+                                      self.name, kind)
+                        self.synced.clear()
+                        return
                 if version:
                     self.version = version
         finally:
@@ -130,6 +138,8 @@ class Watcher:
                          self.version)
                 self.synced.clear()
             except Exception as exc:  # a watch must outlive any single failure
+                if not self.failing:
+                    failures = 0  # it had connected since the last failure: start over
                 failures += 1
                 self.failing = True
                 delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)

@@ -120,7 +120,8 @@ class Explanation(BaseModel):
     namespace: str
     name: str
     state: str
-    verdict: str = Field(description="placed, pending, waiting or invalid")
+    verdict: str = Field(description="placed, pending, waiting, invalid, binding or "
+                                     "repairing")
     summary: str
     code: str = Field("", description="Unschedulable (may fit later) or "
                                       "UnschedulableAndUnresolvable (never as asked)")

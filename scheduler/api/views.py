@@ -27,7 +27,7 @@ from scheduler.api.models import (
     Topology,
 )
 from scheduler.metrics import SchedulerMetrics
-from scheduler.state import INVALID, WAITING, GangState
+from scheduler.state import BOUND, INVALID, REPAIRING, WAITING, GangState
 from solver.explain import DomainRoom
 from solver.result import Placement, SolverInfo, Unschedulable
 from topology.quantity import format_units
@@ -143,6 +143,12 @@ def explanation(state: GangState) -> Explanation:
             remedies=list(state.remedies),
             warnings=[f"{d.unlabelled_nodes} node(s) lack topology labels"]
             if d.unlabelled_nodes else [])
+    if state.state != BOUND:
+        # Binding, or some binds failed and the rest are being placed next to them.
+        verdict = "repairing" if state.state == REPAIRING else "binding"
+        return Explanation(**base, verdict=verdict,
+                           summary=f"{state.bound_pods} of {state.size} members bound; "
+                                   f"{state.state}")
     m = result.metrics
     levels: list[LevelChoiceOut] = []
     warnings: list[str] = []

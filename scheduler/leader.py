@@ -69,7 +69,8 @@ class LeaderElector:
 
     def stop(self, release: bool = True) -> None:
         self.stopped.set()
-        self._thread.join(timeout=self._timeout + 1)
+        # A round is at most a GET and a PUT, each bounded by the call timeout.
+        self._thread.join(timeout=2 * self._timeout + 1)
         if release and self.leading():
             self._release()
         self._renewed_at = -1e18
@@ -138,6 +139,8 @@ class LeaderElector:
         ours = holder == self.identity
         lease["spec"] = self._spec(now, spec.get("acquireTime") if ours else None,
                                    transitions if ours else transitions + 1)
+        if self.stopped.is_set():
+            return False  # shutting down: never (re)take a Lease that is being released
         try:
             self.kube.call("PUT", f"{self.path}/{name}", body=lease, retry=self._retry,
                            timeout=self._timeout)

@@ -185,3 +185,29 @@ def token_kubeconfig(kube, admin_kubeconfig, namespace: str, account: str, targe
         "users": [{"name": account, "user": {"token": review["status"]["token"]}}],
         "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account}}]}))
     return target
+
+
+def gpus_per_node(kube, pool: str):
+    """GPUs requested per node of a pool by its unfinished pods, from the API server."""
+    from collections import Counter
+
+    nodes = {n["metadata"]["name"] for n in kube.get(
+        api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]}
+    used: Counter = Counter()
+    for pod in kube.get(api_path("", "v1", "pods"))["items"]:
+        node = pod["spec"].get("nodeName")
+        if node in nodes and pod["status"].get("phase") not in ("Succeeded", "Failed"):
+            for c in pod["spec"]["containers"]:
+                used[node] += int(((c.get("resources") or {}).get("limits") or {})
+                                  .get("nvidia.com/gpu", 0))
+    return used
+
+
+def readyz(process) -> int:
+    """HTTP status of a running phalanx's /readyz (0 when it does not answer)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{process.url}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0

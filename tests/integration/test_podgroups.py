@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import pytest
 
@@ -14,6 +13,7 @@ from tests.integration.helpers import (
     bound,
     create_all,
     events_for,
+    gpus_per_node,
     group_pods,
     install_pod_group_crd,
     pod_group,
@@ -30,20 +30,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def crd(kube, phalanx):
     install_pod_group_crd(kube)
-
-
-def gpus_per_node(kube, pool: str) -> Counter:
-    pods = kube.get(api_path("", "v1", "pods"))["items"]
-    nodes = {n["metadata"]["name"] for n in kube.get(
-        api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]}
-    used: Counter = Counter()
-    for pod in pods:
-        node = pod["spec"].get("nodeName")
-        if node in nodes:
-            for c in pod["spec"]["containers"]:
-                used[node] += int(((c.get("resources") or {}).get("limits") or {})
-                                  .get("nvidia.com/gpu", 0))
-    return used
 
 
 def test_pod_group_starts_once_min_member_fits(kube, crd):

@@ -11,10 +11,11 @@ from scheduler.errors import ApiError
 from scheduler.kube import api_path
 from tests.integration.helpers import (
     NS,
-    POOL,
     events_for,
+    gpus_per_node,
     pods_of,
     pool_nodes,
+    readyz,
     scrape,
     start_phalanx,
     statefulset,
@@ -35,19 +36,6 @@ def _bound(kube, app: str, count: int) -> bool:
 
 def _nodes_of(kube, app: str) -> dict[str, str]:
     return {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in pods_of(kube, app)}
-
-
-def _gpus_per_node(kube, pool: str) -> Counter:
-    nodes = {n["metadata"]["name"] for n in kube.get(
-        api_path("", "v1", "nodes"), labelSelector=f"{POOL}={pool}")["items"]}
-    used: Counter = Counter()
-    for pod in kube.get(api_path("", "v1", "pods"))["items"]:
-        if pod["spec"].get("nodeName") in nodes and pod["status"].get("phase") not in (
-                "Succeeded", "Failed"):
-            for c in pod["spec"]["containers"]:
-                used[pod["spec"]["nodeName"]] += int(
-                    ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
-    return used
 
 
 def _replaced(kube, app: str, name: str, old_uid: str) -> dict:
@@ -93,7 +81,7 @@ def test_replacements_land_next_to_their_peers_and_nobody_moves(kube, phalanx):
     after = _nodes_of(kube, "rep")
     assert {k: v for k, v in after.items() if k not in ("rep-5", "rep-8")} == {
         k: v for k, v in before.items() if k not in ("rep-5", "rep-8")}
-    assert max(_gpus_per_node(kube, "pool-rep").values()) <= 8
+    assert max(gpus_per_node(kube, "pool-rep").values()) <= 8
     kube.call("PATCH", api_path("", "v1", "nodes", None, victim),
               body={"spec": {"unschedulable": False}},
               content_type="application/strategic-merge-patch+json")
@@ -154,15 +142,6 @@ def test_failed_binds_are_repaired_next_to_the_bound_members(kube, phalanx):
     kube.delete(api_path("apps", "v1", "statefulsets", NS, "pb"))
 
 
-def _ready(process) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{process.url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 CRASH_CONFIG = """
 schedulerName: phalanx-crash
 binder: {concurrency: 1}
@@ -182,7 +161,7 @@ def test_killed_at_any_moment_and_restarted_binds_each_pod_once(kube, local_clus
         # Kill -9 at staggered moments after each incarnation is ready: while it solves,
         # while its binds are in flight, after the gang is complete.
         for delay in (0.0, 0.0, 0.05, 0.5):
-            wait_until(lambda p=process: _ready(p), 30, "phalanx ready")
+            wait_until(lambda p=process: readyz(p) == 200, 30, "phalanx ready")
             time.sleep(delay)
             process.kill()
             process.wait(10)
@@ -190,14 +169,14 @@ def test_killed_at_any_moment_and_restarted_binds_each_pod_once(kube, local_clus
             process = start_phalanx(local_cluster.kubeconfig, log, CRASH_CONFIG)
         wait_until(lambda: _bound(kube, "crash", 64), 90, "crash gang complete")
         print(f"bound at each kill -9: {seen}")
-        wait_until(lambda p=process: _ready(p), 30, "phalanx ready")
+        wait_until(lambda p=process: readyz(p) == 200, 30, "phalanx ready")
         time.sleep(2)  # a restarted scheduler must leave a complete gang alone
         if seen[-1] == 64:  # killed after binding: the new process has nothing to bind
             assert scrape(process.url, 'phalanx_pods_bound_total{path="gang"}') == 0
     finally:
         stop_process(process)
         print(log.read_text()[-4000:])
-    assert max(_gpus_per_node(kube, "pool-crash").values()) <= 8
+    assert max(gpus_per_node(kube, "pool-crash").values()) <= 8
     placed = _nodes_of(kube, "crash")
     assert len(set(placed.values())) == 64  # one whole-node pod per node
     scheduled = Counter(e["involvedObject"]["name"] for e in kube.get(

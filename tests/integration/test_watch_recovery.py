@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     NS,
     pods_of,
     pool_nodes,
+    readyz,
     scrape,
     start_phalanx,
     statefulset,
@@ -42,20 +43,13 @@ def cluster():
         own.down()
 
 
-def _readyz(process) -> int:
-    try:
-        return httpx.get(f"{process.url}/readyz", timeout=2).status_code
-    except httpx.HTTPError:
-        return 0
-
-
 def test_apiserver_restart_and_410_relist_keeps_pending_gangs(cluster, tmp_path):
     kube = cluster.kube()
     ensure_namespace(kube, NS)
     pool_nodes(kube, "pool-w", 12, seed=91, fanout=(1, 1, 12))
     process = start_phalanx(cluster.kubeconfig, tmp_path / "phalanx.log")
     try:
-        wait_until(lambda: _readyz(process) == 200, 60, "phalanx ready")
+        wait_until(lambda: readyz(process) == 200, 60, "phalanx ready")
         kube.create(api_path("apps", "v1", "statefulsets", NS), statefulset("wr", 16, "pool-w"))
         wait_until(lambda: httpx.get(f"{process.url}/v1/groups/{NS}/wr", timeout=5)
                    .json().get("state") == "Pending: unschedulable", 60, "wr pending")
@@ -71,11 +65,11 @@ def test_apiserver_restart_and_410_relist_keeps_pending_gangs(cluster, tmp_path)
                                    args=("kube-apiserver", 3.0))
         restart.start()
         while restart.is_alive():
-            statuses.append(_readyz(process))
+            statuses.append(readyz(process))
             time.sleep(0.2)
         restart.join()
         assert 503 in statuses, statuses  # stale caches reported while the server was away
-        wait_until(lambda: _readyz(process) == 200, 60, "ready again after the restart")
+        wait_until(lambda: readyz(process) == 200, 60, "ready again after the restart")
         log = process.log_path.read_text()
         assert "expired, re-listing" in log, log[-3000:]
         assert scrape(process.url, 'phalanx_watch_lists_total{resource="pods"}') > lists_before

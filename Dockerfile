@@ -11,6 +11,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 # site-packages, compiled to bytecode now, since nothing may be written at run time.
 WORKDIR /build
 COPY pyproject.toml README.md ./
+COPY gcpause/ gcpause/
+COPY kube/ kube/
 COPY topology/ topology/
 COPY solver/ solver/
 COPY scheduler/ scheduler/

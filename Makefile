@@ -36,7 +36,7 @@ integration: venv binaries
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 demo: venv binaries
-	$(PY) -m localcluster.demo
+	$(PY) -m benchmarks.demo
 
 clean-clusters: venv
 	$(PY) -c "from localcluster.cluster import remove_stale_clusters as r; print(r())"

@@ -24,27 +24,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import orjson
 
 from benchmarks.report import print_result
+from kube import Response
+from kube.resources import NODES
 from localcluster.bulk import create_all
 from localcluster.cluster import LocalCluster
-from scheduler.kube import api_path
 from topology.synthetic import KWOK_ANNOTATION, ClusterSpec, synth_nodes
 
 RECORDED = r"""
 import gc, json, sys, time
 from scheduler.cache import ClusterCache
-from scheduler.kube import Response
+from kube import Response
 from topology.presets import resolve_preset
 # One page (1,000 nodes, as a paginated list returns them) per line, read as needed:
 # only what the cache itself keeps stays in memory.
-cache = ClusterCache(None, resolve_preset("aws"))
+cache = ClusterCache(resolve_preset("aws"))
 gc.collect()
 started = time.perf_counter()
 records, decoded, size = [], 0.0, 0
-gc.disable()  # as the cache's list loop does (scheduler/watch.py)
+gc.disable()  # as the watch's list loop does (kube/watch.py)
 for page in open(sys.argv[1], "rb"):
     size += len(page)
     t0 = time.perf_counter()
@@ -71,14 +73,14 @@ print(json.dumps({"recorded_nodes": len(cache.nodes),
 CHILD = r"""
 import json, sys, time
 from scheduler.cache import ClusterCache
-from scheduler.kube import KubeClient, api_path
-from scheduler.watch import Watcher
+from kube import KubeClient, Watcher
+from kube.resources import NODES
 from topology.presets import resolve_preset
 kube = KubeClient.from_kubeconfig(sys.argv[1])
-cache = ClusterCache(kube, resolve_preset("aws"))
+cache = ClusterCache(resolve_preset("aws"))
 started = time.perf_counter()
-watcher = Watcher(kube, api_path("", "v1", "nodes"), name="nodes",
-                  on_replace=cache.replace_nodes, on_event=cache.node_event).start()
+watcher = Watcher(kube, NODES.path(), name="nodes", convert=cache.parse_nodes,
+                  on_replace=cache.install_nodes, on_event=cache.node_event).start()
 watcher.synced.wait(600)
 listed = time.perf_counter() - started
 snapshot = cache.snapshot()
@@ -92,7 +94,7 @@ print(json.dumps({"nodes_cached": len(cache.nodes), "list_and_parse_s": round(li
 """
 
 
-def _replicate(node_list: dict, count: int) -> list[bytes]:
+def _replicate(node_list: dict[str, Any], count: int) -> list[bytes]:
     """The apiserver's own NodeList reply, grown to `count` items with unique names and
     cut into 1,000-node pages."""
     items = node_list["items"]
@@ -132,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {"benchmark": "cache_startup", "nodes": args.nodes,
                   "create_nodes_per_s": round(report.per_second, 1),
                   "create_s": round(create_s, 1), **json.loads(child.stdout)}
-        reply = cluster.kube().request("GET", api_path("", "v1", "nodes"),
+        reply = cluster.kube().request("GET", NODES.path(),
                                        query={"resourceVersion": "0"}, timeout=300)
-        recorded = orjson.loads(reply.data)  # type: ignore[union-attr]
+        assert isinstance(reply, Response)
+        recorded = orjson.loads(reply.data)
     finally:
         if not args.keep:
             cluster.down()

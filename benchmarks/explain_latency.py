@@ -14,17 +14,16 @@ import argparse
 import socket
 import statistics
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import httpx
 
 from benchmarks.report import print_result
+from kube.resources import ObjectRef
 from scheduler.api import serve
-from scheduler.events import ObjectRef
-from scheduler.gangs import gang_from_workload
-from scheduler.metrics import SchedulerMetrics
-from scheduler.state import BINDING, BOUND, WAITING, GangState
+from scheduler.api.held import HeldState
+from scheduler.gang import GangKey
+from scheduler.offline import request_from_workload
+from scheduler.state import GangPhase, GangRecord
 from solver.explain import explain_placement
 from solver.request import SolverConfig
 from solver.result import Placement
@@ -35,35 +34,17 @@ from topology.snapshot import TopologySnapshot, build_snapshot, usage_from_pods
 from topology.synthetic import ClusterSpec, synth_load, synth_nodes
 
 
-@dataclass
-class SolvedState:
-    """An ExplainSource over one solved gang (what `Scheduler` provides when running)."""
-
-    snapshot: TopologySnapshot
-    gangs: dict[str, GangState] = field(default_factory=dict)
-    metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
-    bound: dict[str, str] = field(default_factory=dict)
-
-    def topology_snapshot(self) -> TopologySnapshot:
-        return self.snapshot
-
-    def pod_nodes(self, keys: Iterable[str]) -> dict[str, str]:
-        return {key: self.bound[key] for key in keys if key in self.bound}
-
-    def readiness(self) -> tuple[bool, bool]:
-        return True, True
-
-
-def _gang(snapshot: TopologySnapshot, pods: int) -> tuple[GangState, Placement]:
+def _gang(snapshot: TopologySnapshot, pods: int) -> tuple[GangRecord, Placement]:
     workload = {"kind": "StatefulSet", "metadata": {"name": "big", "namespace": "bench"},
                 "spec": {"replicas": pods, "template": {"spec": {"containers": [
                     {"name": "c", "resources": {"requests": {"nvidia.com/gpu": 8}}}]}}}}
-    request = gang_from_workload(workload)
+    request = request_from_workload(workload)
     result = solve(request, snapshot, SolverConfig(time_limit_s=5.0))
     assert isinstance(result, Placement), result.to_json()
-    state = GangState(request.name, ObjectRef("StatefulSet", "bench", "big"))
-    for step in (WAITING, BINDING, BOUND):
-        state.move(step)
+    state = GangRecord(GangKey("StatefulSet", "bench", "big"),
+                       ObjectRef("StatefulSet", "bench", "big"))
+    for step in (GangPhase.WAITING, GangPhase.BINDING, GangPhase.BOUND):
+        state.move(step, time.time())
     state.size = state.min_member = state.bound_pods = pods
     state.created = "2026-11-28T00:00:00Z"
     state.result, state.bind_s = result, 1.0
@@ -96,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     state, placement = _gang(snapshot, args.pods)
     solve_and_explain_s = time.perf_counter() - started
-    source = SolvedState(snapshot, {state.key: state})
+    source = HeldState(snapshot, {state.key: state})
     source.bound = {f"bench/{a.pod}": a.node for a in placement.assignments}
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ load. For each scheduler in turn, on the same nodes and load: CPU-only pods, the
 previous one is bound, so every gang meets the capacity its predecessors left. Before a
 gang arrives its offline optimum is solved on the API server's current state (the lower
 bounds and the fewest domains per level); after, its placement is read back from the API
-server and measured (DESIGN §5). Then the workload is deleted and the next scheduler runs.
+server and measured. Then the workload is deleted and the next scheduler runs.
 At the end: the API server's own write ceiling (ConfigMap creates at 128 in flight), and
 a check that no node is over-committed.
 
@@ -37,16 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from benchmarks.podwatch import PodTimes, watch_pods
 from benchmarks.report import print_result
+from kube import ApiError, KubeClient, api_path
+from kube.resources import CONFIG_MAPS, NODES, PODS, STATEFULSETS
 from localcluster.binaries import REPO
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate, schedulable
-from scheduler.errors import ApiError
-from scheduler.gangs import gang_from_workload
-from scheduler.kube import KubeClient, api_path
+from scheduler.offline import request_from_workload
 from solver.assign import measure
 from solver.instance import NODE_LEVEL
 from solver.request import SolverConfig
@@ -104,8 +105,8 @@ class SchedulerRun:
 
 
 def _snapshot(kube: KubeClient) -> TopologySnapshot:
-    nodes = [node_from_json(n) for n in kube.list_all(api_path("", "v1", "nodes"))[0]]
-    pods = [pod_from_json(p) for p in kube.list_all(api_path("", "v1", "pods"))[0]]
+    nodes = [node_from_json(n) for n in kube.list_all(NODES.path())[0]]
+    pods = [pod_from_json(p) for p in kube.list_all(PODS.path())[0]]
     return build_snapshot(nodes, usage_from_pods(pods), PRESETS["aws"])
 
 
@@ -127,7 +128,7 @@ def _statefulset(name: str, replicas: int, scheduler: str, gpus: int,
 
 
 def _pods(kube: KubeClient, app: str) -> list[dict[str, Any]]:
-    return kube.list_all(api_path("", "v1", "pods", NS), {"labelSelector": f"app={app}"})[0]
+    return kube.list_all(PODS.path(NS), {"labelSelector": f"app={app}"})[0]
 
 
 def _vm_hwm_mb(pid: int) -> float | None:
@@ -150,13 +151,13 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
               explain: str | None, gang_api: bool) -> tuple[GangRun, dict[str, int]]:
     sts = _statefulset(name, size, scheduler, 8, name if gang_api else None)
     before = _snapshot(kube)
-    offline = solve(gang_from_workload(sts), before, SolverConfig(time_limit_s=5.0))
+    offline = solve(request_from_workload(sts), before, SolverConfig(time_limit_s=5.0))
     assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
     if gang_api:
         kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
                                  "kind": "PodGroup", "metadata": {"name": name},
                                  "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
-    kube.create(api_path("apps", "v1", "statefulsets", NS), sts)
+    kube.create(STATEFULSETS.path(NS), sts)
     def done() -> bool:
         pods = _pods(kube, name)
         return len(pods) == size and all(p["spec"].get("nodeName") for p in pods)
@@ -208,7 +209,7 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
     started = time.monotonic()
     try:
         if cpu_pods:
-            kube.create(api_path("apps", "v1", "statefulsets", NS),
+            kube.create(STATEFULSETS.path(NS),
                         _statefulset("cpu", cpu_pods, SCHEDULERS[scheduler], 0))
             t0 = time.monotonic()
             wait_until(lambda: sum(1 for p in _pods(kube, "cpu") if p["spec"].get("nodeName"))
@@ -260,9 +261,9 @@ def _ready(url: str) -> bool:
 
 
 def _clear(kube: KubeClient) -> None:
-    for sts in kube.list_all(api_path("apps", "v1", "statefulsets", NS))[0]:
-        kube.delete(api_path("apps", "v1", "statefulsets", NS, sts["metadata"]["name"]))
-    wait_until(lambda: not kube.list_all(api_path("", "v1", "pods", NS))[0], 300,
+    for sts in kube.list_all(STATEFULSETS.path(NS))[0]:
+        kube.delete(STATEFULSETS.path(NS, sts["metadata"]["name"]))
+    wait_until(lambda: not kube.list_all(PODS.path(NS))[0], 300,
                "benchmark pods gone", interval=0.5)
     try:
         for group in kube.list_all(POD_GROUPS)[0]:
@@ -275,8 +276,8 @@ def _clear(kube: KubeClient) -> None:
 def overcommitted(kube: KubeClient) -> list[str]:
     """Nodes whose bound, unfinished pods request more than the node allocates."""
     snapshot = _snapshot(kube)
-    bad = (snapshot.free < 0).any(axis=1)
-    return [snapshot.nodes[i].name for i in range(len(snapshot.nodes)) if bad[i]]
+    bad = np.flatnonzero((snapshot.free < 0).any(axis=1))
+    return [snapshot.nodes[i].name for i in bad.tolist()]
 
 
 def write_ceiling(kube: KubeClient, count: int) -> float:
@@ -284,7 +285,7 @@ def write_ceiling(kube: KubeClient, count: int) -> float:
                                 "metadata": {"name": f"ceiling-{i}", "namespace": NS},
                                 "data": {"k": "v"}} for i in range(count)],
                         concurrency=128,
-                        path_of=lambda obj: api_path("", "v1", "configmaps", NS))
+                        path_of=lambda obj: CONFIG_MAPS.path(NS))
     return round(report.per_second, 1)
 
 
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.up()
         kube = cluster.kube()
         populate(kube, ClusterSpec(nodes=args.nodes, occupancy=args.occupancy, seed=args.seed))
-        wait_until(lambda: sum(1 for n in kube.list_all(api_path("", "v1", "nodes"))[0]
+        wait_until(lambda: sum(1 for n in kube.list_all(NODES.path())[0]
                                if schedulable(n)) == args.nodes, 180, "nodes schedulable")
         ensure_namespace(kube, NS)
         for scheduler in schedulers:

@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
-from scheduler.kube import KubeClient, api_path
-from scheduler.watch import Watcher
+from kube import KubeClient, Watcher
+from kube.resources import PODS
 
 
 class PodTimes:
@@ -37,7 +37,7 @@ class PodTimes:
 
 def watch_pods(kube: KubeClient, namespace: str | None = None) -> tuple[PodTimes, Watcher]:
     times = PodTimes()
-    watcher = Watcher(kube, api_path("", "v1", "pods", namespace), name="bench-pods",
+    watcher = Watcher(kube, PODS.path(namespace), name="bench-pods",
                       on_replace=times.replace, on_event=times.event).start()
     watcher.synced.wait(30)
     return times, watcher

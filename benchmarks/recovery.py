@@ -23,10 +23,11 @@ from typing import Any
 
 from benchmarks.podwatch import watch_pods
 from benchmarks.report import print_result
+from kube import KubeClient
+from kube.resources import NODES, PODS, STATEFULSETS
 from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate, schedulable
-from scheduler.kube import KubeClient, api_path
 from topology.presets import AWS_LAYER
 from topology.synthetic import ClusterSpec
 
@@ -47,20 +48,20 @@ def _statefulset(replicas: int) -> dict[str, Any]:
 
 
 def _pods(kube: KubeClient) -> dict[str, dict[str, Any]]:
-    items, _ = kube.list_all(api_path("", "v1", "pods", NS), {"labelSelector": "app=train"})
+    items, _ = kube.list_all(PODS.path(NS), {"labelSelector": "app=train"})
     return {p["metadata"]["name"]: p for p in items}
 
 
 def _free_nodes_in(kube: KubeClient, rack: str, nodes: dict[str, dict[str, Any]]) -> set[str]:
     """Nodes of the rack with all 8 GPUs free and schedulable, per the API server."""
     busy: dict[str, int] = {}
-    for pod in kube.list_all(api_path("", "v1", "pods"))[0]:
+    for pod in kube.list_all(PODS.path())[0]:
         node = pod["spec"].get("nodeName")
         if node and pod["status"].get("phase") not in ("Succeeded", "Failed"):
             for c in pod["spec"]["containers"]:
                 busy[node] = busy.get(node, 0) + int(
                     ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
-    fresh = {n["metadata"]["name"]: n for n in kube.list_all(api_path("", "v1", "nodes"))[0]}
+    fresh = {n["metadata"]["name"]: n for n in kube.list_all(NODES.path())[0]}
     return {name for name, node in fresh.items()
             if node["metadata"]["labels"].get(LAYER3) == rack and schedulable(node)
             and not node["spec"].get("unschedulable") and busy.get(name, 0) == 0
@@ -68,7 +69,7 @@ def _free_nodes_in(kube: KubeClient, rack: str, nodes: dict[str, dict[str, Any]]
 
 
 def _cordon(kube: KubeClient, node: str, value: bool) -> None:
-    kube.call("PATCH", api_path("", "v1", "nodes", None, node),
+    kube.call("PATCH", NODES.path(name=node),
               body={"spec": {"unschedulable": value}},
               content_type="application/strategic-merge-patch+json")
 
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.up()
         kube = cluster.kube()
         populate(kube, ClusterSpec(nodes=args.nodes, occupancy=0.3, seed=args.seed))
-        nodes = {n["metadata"]["name"]: n for n in kube.list_all(api_path("", "v1", "nodes"))[0]}
-        wait_until(lambda: sum(1 for n in kube.list_all(api_path("", "v1", "nodes"))[0]
+        nodes = {n["metadata"]["name"]: n for n in kube.list_all(NODES.path())[0]}
+        wait_until(lambda: sum(1 for n in kube.list_all(NODES.path())[0]
                                if schedulable(n)) == args.nodes, 120, "nodes schedulable")
         ensure_namespace(kube, NS)
         with socket.socket() as probe:
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
              str(cluster.kubeconfig), "--http-address", f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times, watcher = watch_pods(kube, NS)
-        kube.create(api_path("apps", "v1", "statefulsets", NS), _statefulset(args.replicas))
+        kube.create(STATEFULSETS.path(NS), _statefulset(args.replicas))
         wait_until(lambda: sum(1 for p in _pods(kube).values() if p["spec"].get("nodeName"))
                    == args.replicas, 240, "gang bound", interval=0.2)
         for round_ in range(args.rounds):
@@ -114,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             racks = {nodes[n]["metadata"]["labels"][LAYER3] for n in neighbours}
             old_node = victim["spec"]["nodeName"]
             if kind == "delete":
-                kube.delete(api_path("", "v1", "pods", NS, victim["metadata"]["name"]),
+                kube.delete(PODS.path(NS, victim["metadata"]["name"]),
                             gracePeriodSeconds=0)
             else:
                 _cordon(kube, old_node, True)
-                kube.create(api_path("", "v1", "pods", NS, victim["metadata"]["name"],
+                kube.create(PODS.path(NS, victim["metadata"]["name"],
                                      "eviction"),
                             {"apiVersion": "policy/v1", "kind": "Eviction",
                              "metadata": {"name": victim["metadata"]["name"], "namespace": NS},

@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from gcpause import gc_paused
 from solver.request import GangRequest, Member, PodShape, SolverConfig
 from solver.solve import solve
-from topology.gcpause import gc_paused
 from topology.presets import resolve_preset
 from topology.records import node_from_json, pod_from_json
 from topology.snapshot import build_tree, snapshot_of, usage_from_pods

@@ -7,9 +7,9 @@ import json
 import sys
 import time
 
+from kube.resources import NODES
 from localcluster.cluster import ClusterError, LocalCluster
 from localcluster.synthnodes import populate
-from scheduler.kube import api_path
 from topology.presets import resolve_preset
 from topology.summary import render_table, summarize_levels
 from topology.synthetic import SHAPES, ClusterSpec
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"localcluster: cluster {args.name} is not up (python -m localcluster up "
                   f"--name {args.name})", file=sys.stderr)
             return 1
-        nodes, _ = cluster.kube().list_all(api_path("", "v1", "nodes"))
+        nodes, _ = cluster.kube().list_all(NODES.path())
         print(render_table(summarize_levels(nodes, resolve_preset("aws"))))
         return 0
     except (ClusterError, ValueError, TimeoutError) as exc:

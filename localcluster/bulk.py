@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, api_path
+from kube import ApiError, KubeClient
+from kube.resources import NAMESPACES, NODES, PODS
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,8 @@ class BulkReport:
 
 def collection_path(obj: dict[str, Any]) -> str:
     """The POST path of a core/v1 object (Node, Pod, Namespace, ...)."""
-    plural = {"Node": "nodes", "Pod": "pods", "Namespace": "namespaces"}[obj["kind"]]
-    namespace = obj["metadata"].get("namespace") if plural == "pods" else None
-    return api_path("", "v1", plural, namespace)
+    resource = {"Node": NODES, "Pod": PODS, "Namespace": NAMESPACES}[obj["kind"]]
+    return resource.path(obj["metadata"].get("namespace"))
 
 
 def create_all(
@@ -55,7 +54,7 @@ def create_all(
 
 def ensure_namespace(kube: KubeClient, name: str) -> None:
     try:
-        kube.create(api_path("", "v1", "namespaces"),
+        kube.create(NAMESPACES.path(),
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     except ApiError as exc:
         if exc.status != 409:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kube import ApiError, KubeClient, RetryPolicy
+from kube.resources import NODES, SERVICE_ACCOUNTS
 from localcluster.binaries import ensure_binaries, kubernetes_version
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, RetryPolicy, api_path
 
 DEFAULT_WORKDIR = Path(
     os.environ.get("PHALANX_KWOK_WORKDIR", Path.home() / ".cache" / "phalanx" / "kwok")
@@ -157,7 +157,7 @@ class LocalCluster:
 
     def _wait_serving(self, deadline: float) -> None:
         kube = self.kube()
-        sa = api_path("", "v1", "serviceaccounts", "default", "default")
+        sa = SERVICE_ACCOUNTS.path("default", "default")
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
@@ -246,7 +246,7 @@ class LocalCluster:
         if info["healthy"]:
             kube = self.kube()
             info["version"] = kube.get("/version").get("gitVersion")
-            items, _ = kube.list_all(api_path("", "v1", "nodes"))
+            items, _ = kube.list_all(NODES.path())
             info["nodes"] = len(items)
             info["ready_nodes"] = sum(1 for node in items if node_ready(node))
         return info

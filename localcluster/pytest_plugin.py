@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kube import KubeClient
 from localcluster.cluster import LocalCluster
-from scheduler.kube import KubeClient
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kube import KubeClient
+from kube.resources import NODES
 from localcluster.bulk import BulkReport, create_all, ensure_namespace, wait_until
 from localcluster.cluster import node_ready
-from scheduler.kube import KubeClient, api_path
 from topology.synthetic import LOAD_NAMESPACE, SYNTHETIC_LABEL, ClusterSpec, synth_load, synth_nodes
 
 
@@ -30,7 +31,7 @@ def schedulable(node: dict[str, Any]) -> bool:
 
 
 def ready_synthetic_nodes(kube: KubeClient) -> int:
-    items, _ = kube.list_all(api_path("", "v1", "nodes"),
+    items, _ = kube.list_all(NODES.path(),
                              {"labelSelector": f"{SYNTHETIC_LABEL}=true"})
     return sum(1 for node in items if schedulable(node))
 

@@ -9,22 +9,12 @@ already, which counts as success only when it is bound to the node we chose.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from scheduler.errors import ApiError, ApiUnavailable
-from scheduler.kube import NO_RETRY, RETRYABLE_STATUS, KubeClient, api_path
-
-
-@dataclass(frozen=True)
-class BindResult:
-    pod: str
-    """namespace/name"""
-    node: str
-    ok: bool
-    status: int
-    reason: str = ""
+from kube import NO_RETRY, ApiError, ApiUnavailable, KubeClient, transient
+from kube.resources import PODS
+from scheduler.collaborators import NOT_LEADER, BindResult
 
 
 def binding_body(namespace: str, name: str, node: str) -> dict[str, object]:
@@ -33,8 +23,6 @@ def binding_body(namespace: str, name: str, node: str) -> dict[str, object]:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
 
 
-NOT_LEADER = -1
-"""BindResult.status of a bind not sent because this instance stopped leading."""
 BIND_TIMEOUT_S = 10.0
 
 
@@ -49,7 +37,7 @@ class Binder:
         leadership check runs before *every* attempt, so a leader whose Lease lapses while
         its binds are backing off sends none of them again."""
         namespace, name = key.split("/", 1)
-        path = api_path("", "v1", "pods", namespace, name, "binding")
+        path = PODS.path(namespace, name, "binding")
         policy = self.kube.retry
         last: ApiError | None = None
         for attempt in range(policy.attempts):
@@ -64,7 +52,7 @@ class Binder:
             except ApiError as exc:
                 if exc.status == 409:
                     return self._already_bound(key, node, exc)
-                if exc.status not in RETRYABLE_STATUS and not isinstance(exc, ApiUnavailable):
+                if not transient(exc.status) and not isinstance(exc, ApiUnavailable):
                     return BindResult(key, node, False, exc.status,
                                       f"{exc.reason}: {exc.message}")
                 last = exc
@@ -74,7 +62,7 @@ class Binder:
     def _already_bound(self, key: str, node: str, exc: ApiError) -> BindResult:
         namespace, name = key.split("/", 1)
         try:
-            pod = self.kube.get(api_path("", "v1", "pods", namespace, name))
+            pod = self.kube.get(PODS.path(namespace, name))
         except ApiError:
             return BindResult(key, node, False, 409, exc.message)
         bound_to = (pod.get("spec") or {}).get("nodeName")
@@ -82,7 +70,8 @@ class Binder:
             return BindResult(key, node, True, 409, "already bound here")
         return BindResult(key, node, False, 409, f"already bound to {bound_to}")
 
-    def bind_all(self, placements: list[tuple[str, str]]) -> tuple[list[BindResult], float]:
+    def bind_all(self, placements: Sequence[tuple[str, str]]
+                 ) -> tuple[list[BindResult], float]:
         """Binds every (pod key, node) concurrently; returns results and seconds taken."""
         started = time.perf_counter()
         results = list(self.pool.map(lambda kv: self.bind_one(*kv), placements))

@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 import yaml
 
-from scheduler.gangs import GangSpecError, gang_from_pod_group, gang_from_workload
+from gcpause import gc_paused
+from scheduler.offline import gang_of
+from scheduler.sources import GangSpecError
 from solver.errors import BadRequest
 from solver.request import SolverConfig
 from solver.solve import solve
-from topology.gcpause import gc_paused
 from topology.presets import PRESETS, Preset, resolve_preset
 from topology.records import RecordError, node_from_json, pod_from_json
 from topology.snapshot import build_snapshot, usage_from_pods
@@ -104,17 +105,10 @@ def cmd_place(args: argparse.Namespace) -> int:
         raise InputError(f"{args.nodes}: no Node objects")
     pods = _records(args.pods, "Pod") if args.pods else []
     gang_docs = _load_documents(args.gang)
-    pods += [pod_from_json(doc) for doc in gang_docs if doc.get("kind") == "Pod"]
-    workload = next((doc for doc in gang_docs
-                     if doc.get("kind") in ("StatefulSet", "Job", "PodGroup")), None)
-    if workload is None:
-        raise InputError(f"{args.gang}: expected a StatefulSet, Job or PodGroup manifest")
     try:
-        if workload["kind"] == "PodGroup":
-            request = gang_from_pod_group(workload, pods)
-        else:
-            request = gang_from_workload(workload)
-    except (GangSpecError, RecordError) as exc:
+        pods += [pod_from_json(doc) for doc in gang_docs if doc.get("kind") == "Pod"]
+        _, request = gang_of([doc for doc in gang_docs if doc.get("kind") != "Pod"], pods)
+    except (GangSpecError, RecordError, ValueError) as exc:
         raise InputError(f"{args.gang}: {exc}") from None
     snapshot = build_snapshot(nodes, usage_from_pods(pods), _levels(args.levels))
     config = SolverConfig(algorithm=args.algorithm, time_limit_s=args.time_limit)
@@ -134,11 +128,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from kube import KubeClient
     from scheduler.api import serve
+    from scheduler.app import Runner
+    from scheduler.collaborators import Leading
     from scheduler.config import load_config
     from scheduler.errors import ConfigError
-    from scheduler.kube import KubeClient
-    from scheduler.loop import Scheduler
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s "
@@ -157,17 +152,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # kubeconfig unreadable, no in-cluster environment
         print(f"phalanx run: cannot load credentials: {exc}", file=sys.stderr)
         return 1
-    scheduler = Scheduler(kube, config)
     elector = None
+    leading = Leading()
     if config.leader_election.enabled:
         from scheduler.leader import LeaderElector, default_identity
 
-        elector = LeaderElector(kube, config.leader_election, default_identity(),
-                                on_change=lambda leading: scheduler.wake.set())
-        scheduler.leading = elector.leading
+        elector = LeaderElector(kube, config.leader_election, default_identity())
+        leading = Leading(elector.leading)
+    runner = Runner(kube, config, leading)
+    if elector is not None:
+        elector.on_change = lambda _: runner.wake.set()
         elector.start()
-    scheduler.start()
-    server = serve(scheduler, config.http_address, config.preset.keys)
+    runner.start()
+    server = serve(runner, config.http_address, config.preset.keys)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -177,15 +174,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop.wait()
     # No new bind from here; in-flight ones finish (the binder pool drains) before the
     # Lease is released, so the next leader never races this one's last binds.
-    scheduler.leading = lambda: False
     server.should_exit = True
-    scheduler.stop()
+    runner.stop()
     if elector is not None:
         elector.stop(release=True)  # a standby takes over at its next retry
     return 0
 
 
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/((?P<kind>[A-Z][A-Za-z0-9]*)/)?"
+                  r"(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -196,11 +193,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from scheduler.render import render
 
-    if not NAME.match(args.group):
-        raise InputError(f"expected NAMESPACE/NAME (DNS-1123 names), got {args.group!r}")
-    namespace, name = args.group.split("/", 1)
+    named = NAME.match(args.group)
+    if not named:
+        raise InputError(f"expected NAMESPACE/NAME or NAMESPACE/KIND/NAME (DNS-1123 names, "
+                         f"a kind such as StatefulSet), got {args.group!r}")
+    namespace, kind, name = named["namespace"], named["kind"], named["name"]
     base = args.server.rstrip("/")
     url = f"{base}/v1/groups/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}/explain"
+    if kind:
+        url += f"?kind={urllib.parse.quote(kind)}"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as reply:
             body = orjson.loads(reply.read())
@@ -208,6 +209,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         detail = exc.read().decode(errors="replace")
         with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
             detail = orjson.loads(detail).get("detail", detail)
+        if exc.code == 409:
+            detail += "; name the kind as NAMESPACE/KIND/NAME"
         raise InputError(f"{url}: {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -265,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="why a gang is pending, or why it landed where it did",
         description="Reads the explain API of a running `phalanx run`. Exit codes: 0 placed, "
                     "2 not placed, 1 error.")
-    explain.add_argument("group", metavar="NAMESPACE/NAME",
-                         help="the PodGroup, StatefulSet or Job name")
+    explain.add_argument("group", metavar="NAMESPACE/[KIND/]NAME",
+                         help="the gang: its namespace and the name of its PodGroup, "
+                              "StatefulSet or Job (KIND when two gangs share the name)")
     explain.add_argument("--server", default="http://127.0.0.1:10270",
                          help="explain API base URL (default: %(default)s)")
     explain.add_argument("--json", action="store_true", help="print the route's JSON")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from scheduler.errors import ConfigError
+from solver.request import Algorithm
 from topology.presets import PRESETS, Preset, resolve_preset
 
 DEFAULT_ACCELERATORS = ("nvidia.com/gpu", "aws.amazon.com/neuron", "aws.amazon.com/neuroncore",
@@ -39,7 +40,7 @@ class Config:
     accelerators: tuple[str, ...] = DEFAULT_ACCELERATORS
     """Pods requesting any of these go through gang placement; others the per-pod path."""
     solver_time_limit_s: float = 1.0
-    algorithm: str = "cpsat"
+    algorithm: Algorithm = "cpsat"
     bind_concurrency: int = 128
     http_address: str = "127.0.0.1:10270"
     leader_election: LeaderElection = field(default_factory=LeaderElection)
@@ -115,9 +116,14 @@ def parse_config(raw: Any) -> Config:
     ):
         raise ConfigError("accelerators", "a list of extended resource names", accelerators)
     solver = _mapping(top.get("solver"), "solver", {"timeLimitSeconds", "algorithm"})
-    algorithm = solver.get("algorithm", defaults.algorithm)
-    if algorithm not in ("cpsat", "greedy"):
-        raise ConfigError("solver.algorithm", "cpsat or greedy", algorithm)
+    algorithm: Algorithm
+    chosen = solver.get("algorithm", defaults.algorithm)
+    if chosen == "cpsat":
+        algorithm = "cpsat"
+    elif chosen == "greedy":
+        algorithm = "greedy"
+    else:
+        raise ConfigError("solver.algorithm", "cpsat or greedy", chosen)
     binder = _mapping(top.get("binder"), "binder", {"concurrency"})
     http = _mapping(top.get("http"), "http", {"address"})
     le = _mapping(top.get("leaderElection"), "leaderElection",

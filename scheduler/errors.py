@@ -1,37 +1,14 @@
 """Errors raised by the scheduler shell.
 
-    PhalanxError (Exception)
-    ├── ConfigError (ValueError)      bad configuration file or value; names the field
-    └── ApiError (RuntimeError)       the API server answered with a non-2xx status
-        └── ApiUnavailable            no answer at all (connection refused, timeout) after retries
+    ConfigError (ValueError)      bad configuration file or value; names the field
+
+API errors are the client's (`kube.errors`); solver errors the solver's (`solver.errors`).
 """
 
 from __future__ import annotations
 
 
-class PhalanxError(Exception):
-    """Base of every error Phalanx raises on purpose."""
-
-
-class ConfigError(PhalanxError, ValueError):
+class ConfigError(ValueError):
     def __init__(self, field: str, expected: str, got: object) -> None:
         self.field, self.expected, self.got = field, expected, got
         super().__init__(f"config field {field!r}: expected {expected}, got {got!r}")
-
-
-class ApiError(PhalanxError, RuntimeError):
-    """A non-2xx reply. `reason` is the Status reason (NotFound, AlreadyExists, Conflict...)."""
-
-    def __init__(
-        self, method: str, path: str, status: int, reason: str, message: str,
-        retry_after: float | None = None,
-    ) -> None:
-        self.method, self.path, self.status = method, path, status
-        self.reason, self.message, self.retry_after = reason, message, retry_after
-        super().__init__(f"{method} {path}: {status} {reason}: {message}")
-
-
-class ApiUnavailable(ApiError):
-    def __init__(self, method: str, path: str, cause: BaseException) -> None:
-        super().__init__(method, path, 0, "Unavailable", f"{type(cause).__name__}: {cause}")
-        self.cause = cause

@@ -2,7 +2,8 @@
 
 Events are core/v1 Events as kube-scheduler writes them (`kubectl describe pod` shows
 them): reason Scheduled / FailedScheduling on pods, and one per gang decision on the
-PodGroup or the owning workload. Messages are capped at the API's 1 KiB note limit.
+PodGroup or the owning workload (what to write is `scheduler.report`'s decision).
+Messages are capped at the API's 1 KiB note limit.
 """
 
 from __future__ import annotations
@@ -12,23 +13,13 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, api_path
+from kube import ApiError, KubeClient
+from kube.resources import EVENTS, POD_GROUPS, ObjectRef
 
 log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 1024
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    kind: str
-    namespace: str
-    name: str
-    uid: str = ""
-    api_version: str = "v1"
 
 
 def _now() -> str:
@@ -68,11 +59,10 @@ class EventRecorder:
 
     def event(self, ref: ObjectRef, reason: str, message: str, warning: bool = False) -> None:
         body = event_body(ref, reason, message, warning, self.component)
-        self.queue.put(("POST", api_path("", "v1", "events", ref.namespace), body))
+        self.queue.put(("POST", EVENTS.path(ref.namespace), body))
 
-    def pod_group_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        path = api_path("scheduling.x-k8s.io", "v1alpha1", "podgroups", namespace, name,
-                        "status")
+    def pod_group_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+        path = POD_GROUPS.path(ref.namespace, ref.name, "status")
         self.status_queue.put(("PATCH", path, {"status": status}))
 
     def _run(self, source: queue.Queue[tuple[str, str, Any] | None]) -> None:

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kube import ApiError, KubeClient, RetryPolicy
+from kube.resources import LEASES
 from scheduler.config import LeaderElection
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, RetryPolicy, api_path
 
 log = logging.getLogger("phalanx.leader")
 
@@ -47,7 +47,7 @@ class LeaderElector:
                  on_change: Callable[[bool], None] = lambda leading: None) -> None:
         self.kube, self.config, self.identity = kube, config, identity
         self.on_change = on_change
-        self.path = api_path("coordination.k8s.io", "v1", "leases", config.namespace)
+        self.path = LEASES.path(config.namespace)
         self.stopped = threading.Event()
         self._renewed_at = -1e18
         """time.monotonic() of our last successful acquire or renew."""

@@ -7,7 +7,6 @@ can never drift from the records they describe.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
@@ -17,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from scheduler.state import STATES, GangState
+from scheduler.state import GangPhase, GangRecord
 
 SOLVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BIND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -27,7 +26,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _StateCollector(Collector):
-    def __init__(self, gangs: Callable[[], Iterable[GangState]],
+    def __init__(self, gangs: Callable[[], Iterable[GangRecord]],
                  watch_ages: Callable[[], dict[str, float | None]],
                  leader: Callable[[], bool],
                  relists: Callable[[], dict[str, int]],
@@ -36,11 +35,11 @@ class _StateCollector(Collector):
         self.relists, self.transient = relists, transient
 
     def collect(self) -> Iterator[Metric]:
-        by_state = Counter(g.state for g in self.gangs())
+        by_phase = Counter(g.phase for g in self.gangs())
         gangs = GaugeMetricFamily("phalanx_gangs", "Gangs Phalanx knows, by state",
                                   labels=["state"])
-        for state in STATES:
-            gangs.add_metric([state], by_state.get(state, 0))
+        for phase in GangPhase:
+            gangs.add_metric([phase.value], by_phase.get(phase, 0))
         yield gangs
         age = GaugeMetricFamily(
             "phalanx_cache_sync_age_seconds",
@@ -81,9 +80,8 @@ class SchedulerMetrics:
         self.bind_errors = PromCounter(
             "phalanx_bind_errors", "Failed pods/binding calls by HTTP status", ["code"],
             registry=self.registry)
-        self.started = time.time()
 
-    def watch_state(self, gangs: Callable[[], Iterable[GangState]],
+    def watch_state(self, gangs: Callable[[], Iterable[GangRecord]],
                     watch_ages: Callable[[], dict[str, float | None]],
                     leader: Callable[[], bool],
                     relists: Callable[[], dict[str, int]] = dict,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from solver.explain import short_level
+from topology.presets import short_level
 
 
 def render(explain: dict[str, Any]) -> str:

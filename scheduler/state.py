@@ -7,54 +7,57 @@ value, never a torn one; `transitions` is append-only.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from enum import Enum
 
-from scheduler.events import ObjectRef
-from scheduler.gangs import KUEUE_PREFERRED, KUEUE_REQUIRED, PREFERRED, REQUIRED
+from kube.resources import ObjectRef
+from scheduler.gang import Constraint, Gang, GangKey
 from solver.explain import PlacementExplanation
+from solver.reasons import FitCode
 from solver.result import Placement, Unschedulable
 
-WAITING = "Waiting for members"
-UNSCHEDULABLE = "Pending: unschedulable"
-INVALID = "Pending: invalid"
-BINDING = "Binding"
-BOUND = "Bound"
-REPAIRING = "Partially bound: repairing"
-STATES = (WAITING, UNSCHEDULABLE, INVALID, BINDING, BOUND, REPAIRING)
+
+class GangPhase(Enum):
+    """Where a gang stands; the value is how the API and metrics name it."""
+
+    WAITING = "Waiting for members"
+    GATED = "Waiting: gated"
+    UNSCHEDULABLE = "Pending: unschedulable"
+    INVALID = "Pending: invalid"
+    BINDING = "Binding"
+    BOUND = "Bound"
+    REPAIRING = "Partially bound: repairing"
+
+    @property
+    def placed(self) -> bool:
+        """Placed, or being placed: its record lives as long as its pods do."""
+        return self in (GangPhase.BINDING, GangPhase.BOUND, GangPhase.REPAIRING)
 
 
 @dataclass(frozen=True)
-class Constraint:
-    kind: str
-    """"required" or "preferred"."""
-    level: str
-    key: str
-    """The annotation it was read from."""
-    source: str
-    """Where that annotation sits: the PodGroup, or the pods (their template)."""
+class Attempt:
+    """The cluster and the gang as they were when the gang was last solved: a gang that
+    did not fit is solved again only when one of these moved (or the retry time passed,
+    for a merely Unschedulable one)."""
 
-
-def read_constraints(pod_annotations: dict[str, str],
-                     group_annotations: dict[str, str], group_kind: str) -> tuple[Constraint, ...]:
-    """The topology constraints in force and where each came from, with the precedence
-    `gang_from_pods` applies: the group's annotations over the pods', ours over Kueue's."""
-    merged = {**pod_annotations, **group_annotations}
-    out = []
-    for kind, keys in (("required", (REQUIRED, KUEUE_REQUIRED)),
-                       ("preferred", (PREFERRED, KUEUE_PREFERRED))):
-        key = next((k for k in keys if merged.get(k)), None)
-        if key is not None:
-            source = group_kind if key in group_annotations else "Pod"
-            out.append(Constraint(kind, merged[key], key, source))
-    return tuple(out)
+    nodes: int
+    """The cache's node generation."""
+    freed: int
+    """The cache's count of room given back (pods gone, assumptions dropped)."""
+    members: tuple[object, ...]
+    at: float
+    """Clock.monotonic() of the attempt."""
+    code: FitCode | None = None
+    """Why it did not fit, when it did not."""
 
 
 @dataclass
-class GangState:
-    key: str
+class GangRecord:
+    key: GangKey
     ref: ObjectRef | None = None
-    state: str = WAITING
+    source: str = ""
+    """The gang source that defined it."""
+    phase: GangPhase = GangPhase.WAITING
     size: int = 0
     min_member: int = 0
     created: str = ""
@@ -65,16 +68,29 @@ class GangState:
     remedies: tuple[str, ...] = ()
     bind_s: float = 0.0
     bound_pods: int = 0
+    gates: dict[str, int] = field(default_factory=dict)
+    """Scheduling gate -> members that carry it."""
     solved_at: float = 0.0
-    capacity_version: int = -1
-    attempted_at: float = 0.0
+    attempt: Attempt | None = None
     waiting_since: float = 0.0
-    reported: str = ""
+    reported: tuple[str, str] | None = None
+    """(reason, message) of the last not-placed report: the same one is not repeated."""
     failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
     """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
-    transitions: list[tuple[str, float]] = field(default_factory=list)
+    transitions: list[tuple[GangPhase, float]] = field(default_factory=list)
 
-    def move(self, state: str) -> None:
-        if state != self.state or not self.transitions:
-            self.state = state
-            self.transitions.append((state, time.time()))
+    def move(self, phase: GangPhase, at: float) -> None:
+        if phase is not self.phase or not self.transitions:
+            self.phase = phase
+            self.transitions.append((phase, at))
+
+    def observe(self, gang: Gang, source: str) -> None:
+        """Takes what discovery saw this cycle."""
+        self.ref, self.source = gang.spec.ref, source
+        self.size = max(gang.spec.size, len(gang.pending) + len(gang.gated) + gang.bound)
+        self.min_member = gang.spec.min_member
+        if gang.created and (not self.created or gang.created < self.created):
+            self.created = gang.created
+        self.constraints = gang.spec.constraints
+        self.bound_pods = gang.bound
+        self.gates = gang.gate_names()

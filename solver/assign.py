@@ -1,6 +1,6 @@
 """From a NodePlan to per-pod assignments in rank order, and the placement's metrics.
 
-Rank order (DESIGN §4 item 4): nodes are visited in tree order (bottom domains in
+Rank order (docs/design.md, "Ranks"): nodes are visited in tree order (bottom domains in
 depth-first order, nodes by name inside), and consecutive ranks fill a node, then the next
 node of the same bottom domain, before moving on. In a tree metric that is a ring order
 with the fewest link crossings for the chosen nodes: every subtree is entered once.

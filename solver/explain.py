@@ -4,8 +4,8 @@ Pure and computed once, from the snapshot the solver saw, when the gang is solve
 scheduler keeps the result with the gang's record for the explain API. For a placement,
 each level lists the chosen domains (pods placed, room left) against the runner-up
 domains the solver passed over, and says why in one sentence: fewest domains first, then
-the tightest fit (DESIGN §4). For an Unschedulable, `remedies` turns the Diagnosis into
-the changes that would let the gang fit.
+the tightest fit (docs/design.md, "The objective"). For an Unschedulable, `remedies`
+turns the Diagnosis into the changes that would let the gang fit.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from solver.filters import fit_shape
+from solver.reasons import ExclusionCode, FitCode, by_count
 from solver.request import GangRequest
-from solver.result import UNRESOLVABLE, Diagnosis, Placement
+from solver.result import Diagnosis, Placement
+from topology.presets import short_level
 from topology.snapshot import IntArray, TopologySnapshot, render_path
 
 RUNNERS_UP = 3
@@ -100,10 +102,6 @@ def _runners_up(parents: IntArray, chosen: IntArray, fits: IntArray, level: int)
     return [int(d) for d in ids[order][:RUNNERS_UP]]
 
 
-def short_level(level: str) -> str:
-    return level.rsplit("/", 1)[-1]
-
-
 def _why(level: str, level_index: int, total: int, chosen: tuple[DomainRoom, ...],
          runners_up: tuple[DomainRoom, ...], bound: int | None) -> str:
     name = short_level(level)
@@ -153,11 +151,21 @@ def _warnings(snapshot: TopologySnapshot, placement: Placement) -> tuple[str, ..
     return tuple(out)
 
 
+_EXCLUSION_REMEDIES = {
+    ExclusionCode.UNTOLERATED_TAINT: "tolerate the taint to admit {count} node(s): {reason}",
+    ExclusionCode.NODE_AFFINITY: "widen nodeSelector/affinity to admit {count} node(s)",
+    ExclusionCode.NODE_UNSCHEDULABLE: "uncordon {count} node(s)",
+    ExclusionCode.NODE_NOT_READY: "{count} node(s) are NotReady",
+}
+"""What to change to admit nodes excluded for a reason; resources are covered by the
+demand remedies above."""
+
+
 def remedies(diagnosis: Diagnosis) -> tuple[str, ...]:
     """The changes that would let a pending gang fit, most direct first."""
     out = []
     shape = diagnosis.shape
-    if diagnosis.code == UNRESOLVABLE:
+    if diagnosis.code is FitCode.UNRESOLVABLE:
         out.append("as asked, the gang could not fit even on an empty cluster: shrink it, "
                    "relax its constraints, or add nodes")
     required = diagnosis.limiting()
@@ -171,15 +179,10 @@ def remedies(diagnosis: Diagnosis) -> tuple[str, ...]:
                    f"{shape} in the cluster")
         if diagnosis.cluster_fits > 0:
             out.append(f"or lower minMember to {diagnosis.cluster_fits} or fewer")
-    for reason, count in sorted(diagnosis.excluded.items(), key=lambda kv: (-kv[1], kv[0])):
-        if "taint" in reason:
-            out.append(f"tolerate the taint to admit {count} node(s): {reason}")
-        elif "affinity" in reason:
-            out.append(f"widen nodeSelector/affinity to admit {count} node(s)")
-        elif "unschedulable" in reason:
-            out.append(f"uncordon {count} node(s)")
-        elif "not ready" in reason:
-            out.append(f"{count} node(s) are NotReady")
+    for reason, count in by_count(diagnosis.excluded):
+        remedy = _EXCLUSION_REMEDIES.get(reason.code)
+        if remedy is not None:
+            out.append(remedy.format(count=count, reason=reason.render()))
     if diagnosis.unlabelled_nodes:
         out.append(f"{diagnosis.unlabelled_nodes} node(s) lack topology labels")
     return tuple(out)

@@ -12,33 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solver.reasons import Exclusion, ExclusionCode
 from solver.request import PodShape
+from topology.quantity import BASIC_RESOURCES
 from topology.records import BLOCKING_EFFECTS, NodeRecord
 from topology.snapshot import IntArray, TopologySnapshot
 
-BASIC_RESOURCES = frozenset({"cpu", "memory", "pods", "ephemeral-storage"})
-UNSCHEDULABLE = "node(s) were unschedulable"
-NOT_READY = "node(s) were not ready"
-AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+NODE_UNSCHEDULABLE = Exclusion(ExclusionCode.NODE_UNSCHEDULABLE)
+NODE_NOT_READY = Exclusion(ExclusionCode.NODE_NOT_READY)
+NODE_AFFINITY = Exclusion(ExclusionCode.NODE_AFFINITY)
 
 
-def taint_reason(taint: object) -> str:
-    return f"node(s) had untolerated taint {{{taint}}}"
-
-
-def insufficient(resource: str) -> str:
-    return f"Insufficient {resource}"
+def insufficient(resource: str) -> Exclusion:
+    return Exclusion(ExclusionCode.INSUFFICIENT, resource)
 
 
 @dataclass(frozen=True, eq=False)
 class ShapeFit:
     capacity: IntArray
     """capacity[node] = pods of this shape that fit there now (0 when excluded)."""
-    excluded: dict[str, int]
+    excluded: dict[Exclusion, int]
     """reason -> number of nodes excluded for it (first failing filter)."""
 
 
-def _matches_placement_rules(shape: PodShape, node: NodeRecord) -> bool:
+def matches_node_rules(shape: PodShape, node: NodeRecord) -> bool:
+    """nodeSelector and required node affinity (kube-scheduler's NodeAffinity filter):
+    every selector pair, and at least one of the affinity terms when there are any."""
     labels = node.labels
     for key, value in shape.node_selector.items():
         if labels.get(key) != value:
@@ -58,7 +57,7 @@ def _untolerated(shape: PodShape, node: NodeRecord) -> object | None:
 def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
     nodes = snapshot.nodes
     count = len(nodes)
-    reasons: list[str | None] = [None] * count
+    reasons: list[Exclusion | None] = [None] * count
     needs_rules = bool(shape.node_selector or shape.affinity)
     # Most nodes are plain (schedulable, Ready, untainted): only the others, and every
     # node when the shape has selectors, need the per-node checks.
@@ -68,13 +67,13 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
     for i in rows:
         node = nodes[i]
         if node.unschedulable:
-            reasons[i] = UNSCHEDULABLE
+            reasons[i] = NODE_UNSCHEDULABLE
         elif not node.ready:
-            reasons[i] = NOT_READY
+            reasons[i] = NODE_NOT_READY
         elif node.taints and (taint := _untolerated(shape, node)) is not None:
-            reasons[i] = taint_reason(taint)
-        elif needs_rules and not _matches_placement_rules(shape, node):
-            reasons[i] = AFFINITY
+            reasons[i] = Exclusion(ExclusionCode.UNTOLERATED_TAINT, str(taint))
+        elif needs_rules and not matches_node_rules(shape, node):
+            reasons[i] = NODE_AFFINITY
     capacity = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
     short: list[tuple[str, IntArray]] = []
     # Accelerators first: "Insufficient nvidia.com/gpu" says more than "Insufficient cpu".
@@ -88,7 +87,7 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
         capacity = np.minimum(capacity, fits)
     if not short:  # a shape that requests nothing: kube-scheduler's pod-count limit still holds
         capacity = np.zeros(count, dtype=np.int64)
-    excluded: Counter[str] = Counter(r for r in reasons if r is not None)
+    excluded: Counter[Exclusion] = Counter(r for r in reasons if r is not None)
     blocked = np.fromiter((r is not None for r in reasons), dtype=bool, count=count)
     # Nodes that pass every rule but lack room: counted under the first resource short,
     # in the same accelerators-first order.

@@ -78,7 +78,7 @@ def cover_count(capacities: IntArray, need: int) -> int | None:
 
 def lower_bounds(instance: Instance) -> dict[str, int | None]:
     """Per level (and per node), the fewest domains that could hold the gang if every
-    other level were ignored (DESIGN §5): valid bounds for the lexicographic optimum."""
+    other level were ignored: valid bounds for the lexicographic optimum."""
     tree = instance.snapshot.tree
     bounds: dict[str, int | None] = {}
     for level, key in enumerate(tree.levels):

@@ -5,7 +5,7 @@ A gang that is already running must not move: only the missing members are place
 a time in rank order, each on the fitting node that sits closest to the running gang:
 1. nearest to its rank neighbours (the bound members of the closest lower and higher rank):
    their node if it fits, else their bottom domain, else the nearest domain by distance
-   (DESIGN §2), so a ring all-reduce gains as few hops as possible;
+   (docs/design.md), so a ring all-reduce gains as few hops as possible;
 2. then the smallest total distance to every bound member (stay inside the gang's domains);
 3. then best fit (the node with the least room left for this shape);
 4. then tree order.
@@ -24,9 +24,9 @@ import numpy as np
 from solver.assign import chosen_domains, measure
 from solver.filters import fit_shape
 from solver.instance import NODE_LEVEL
+from solver.reasons import FitCode
 from solver.request import GangRequest
 from solver.result import (
-    UNSCHEDULABLE,
     Assignment,
     Diagnosis,
     LevelFit,
@@ -157,7 +157,7 @@ def home_shortfall(request: GangRequest, snapshot: TopologySnapshot,
     fits = int(fit.capacity[inside].sum())
     demand = min(request.min_member, len(request.members))
     diagnosis = Diagnosis(
-        code=UNSCHEDULABLE, demand=demand,
+        code=FitCode.UNSCHEDULABLE, demand=demand,
         shape=describe_requests(dict(request.shapes[0].requests)),
         total_nodes=len(tree.nodes), cluster_fits=int(fit.capacity.sum()),
         levels=(LevelFit(request.required_level, render_path(tree.paths[level][home]),

@@ -1,7 +1,7 @@
 """What the solver answers: a Placement or an Unschedulable with its Diagnosis.
 
-Pure data. Text is rendered only by `Diagnosis.message()` and `to_json()`, for Events,
-the CLI and the HTTP API (STYLE: failures are data).
+Pure data: a failure is a Diagnosis with typed codes. Text is rendered only by
+`Diagnosis.message()` and `to_json()`, for Events, the CLI and the HTTP API.
 """
 
 from __future__ import annotations
@@ -9,13 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from topology.quantity import format_units
-
-UNSCHEDULABLE = "Unschedulable"
-"""Does not fit now; may fit when capacity frees up (retry on cluster change)."""
-UNRESOLVABLE = "UnschedulableAndUnresolvable"
-"""Can never fit as asked (more than the whole cluster, no domain of the required level
-could ever hold it): retrying without a spec change is pointless."""
+from solver.reasons import Exclusion, FitCode, by_count
+from topology.presets import short_level
+from topology.quantity import BASIC_RESOURCES, format_units
 
 
 @dataclass(frozen=True)
@@ -66,14 +62,14 @@ class LevelFit:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    code: str
+    code: FitCode
     demand: int
     shape: str
     """Readable requests of the limiting shape, e.g. "8 nvidia.com/gpu"."""
     total_nodes: int
     cluster_fits: int
     levels: tuple[LevelFit, ...]
-    excluded: dict[str, int]
+    excluded: dict[Exclusion, int]
     required_level: str | None = None
     min_member: int | None = None
     unlabelled_nodes: int = 0
@@ -90,7 +86,7 @@ class Diagnosis:
             where = f" ({required.best_domain})" if required.best_domain else ""
             parts.append(
                 f"required topology {required.level}: {required.demand} pods of {self.shape}; "
-                f"the largest {_short(required.level)} domain fits {required.best_fits}{where}"
+                f"the largest {short_level(required.level)} domain fits {required.best_fits}{where}"
             )
         else:
             parts.append(f"{self.demand} pods of {self.shape}; the whole cluster fits "
@@ -100,20 +96,20 @@ class Diagnosis:
         excluded = sum(self.excluded.values())
         if excluded:
             reasons = ", ".join(f"{count:,} {reason}" for reason, count in
-                                sorted(self.excluded.items(), key=lambda kv: (-kv[1], kv[0])))
+                                by_count(self.excluded))
             parts.append(f"{excluded:,}/{self.total_nodes:,} nodes excluded: {reasons}")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "code": self.code,
+            "code": self.code.value,
             "demand": self.demand,
             "shape": self.shape,
             "total_nodes": self.total_nodes,
             "cluster_fits": self.cluster_fits,
             "required_level": self.required_level,
             "levels": [lf.__dict__ for lf in self.levels],
-            "excluded": dict(sorted(self.excluded.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "excluded": {reason.render(): count for reason, count in by_count(self.excluded)},
             "unlabelled_nodes": self.unlabelled_nodes,
         }
 
@@ -164,13 +160,8 @@ class Unschedulable:
                 "assignments": []}
 
 
-def _short(level: str) -> str:
-    return level.rsplit("/", 1)[-1]
-
-
 def describe_requests(requests: dict[str, int]) -> str:
     """The resources that matter for placement, accelerators first: "8 nvidia.com/gpu"."""
-    special = [r for r in sorted(requests) if r not in ("cpu", "memory", "pods",
-                                                        "ephemeral-storage")]
+    special = [r for r in sorted(requests) if r not in BASIC_RESOURCES]
     chosen = special or [r for r in ("cpu", "memory") if r in requests]
     return ", ".join(f"{format_units(r, requests[r])} {r}" for r in chosen) or "no resources"

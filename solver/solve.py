@@ -17,17 +17,14 @@ from collections import Counter
 
 import numpy as np
 
-from solver.aggregate import solve_aggregated
 from solver.assign import assign, chosen_domains, measure
-from solver.cpsat import CpsatResult, solve_detailed
-from solver.filters import ShapeFit, fit_shape
+from solver.cpsat import solve_cpsat
+from solver.filters import ShapeFit, fit_shape, matches_node_rules
 from solver.greedy import greedy_plan
-from solver.instance import Instance, build_instance, lower_bounds
-from solver.plan import NodePlan
+from solver.instance import build_instance, lower_bounds
+from solver.reasons import FitCode
 from solver.request import GangRequest, Member, SolverConfig
 from solver.result import (
-    UNRESOLVABLE,
-    UNSCHEDULABLE,
     Diagnosis,
     LevelFit,
     Placement,
@@ -36,8 +33,6 @@ from solver.result import (
     describe_requests,
 )
 from topology.snapshot import TopologySnapshot, render_path
-
-POSTPROCESS_SHARE = 0.08
 
 
 def solve(request: GangRequest, snapshot: TopologySnapshot,
@@ -90,16 +85,6 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
         preferred_level=request.preferred_level,
         preferred_met=preferred_met,
     )
-
-
-def solve_cpsat(instance: Instance, config: SolverConfig, hint: NodePlan | None,
-                bounds: dict[str, int | None], started: float) -> CpsatResult:
-    """Single-shape gangs take the folded model; heterogeneous ones the detailed model."""
-    # Leave a little of the limit for extraction, rank assignment and metrics.
-    deadline = started + config.time_limit_s * (1.0 - POSTPROCESS_SHARE)
-    if instance.shapes == 1:
-        return solve_aggregated(instance, config, hint, deadline, bounds)
-    return solve_detailed(instance, config, hint, deadline, bounds)
 
 
 def _fits_in_one_domain(snapshot: TopologySnapshot, fits: tuple[ShapeFit, ...],
@@ -159,7 +144,7 @@ def _unschedulable(snapshot: TopologySnapshot, request: GangRequest,
                                int(sums[best]) if len(sums) else 0, demand))
     # Would it fit on an empty cluster? If not even then, retrying cannot help.
     empty_capacity = _empty_capacity(snapshot, request, limiting, required)
-    code = UNRESOLVABLE if empty_capacity < demand else UNSCHEDULABLE
+    code = FitCode.UNRESOLVABLE if empty_capacity < demand else FitCode.UNSCHEDULABLE
     diagnosis = Diagnosis(
         code=code,
         demand=demand,
@@ -188,17 +173,13 @@ def _empty_capacity(snapshot: TopologySnapshot, request: GangRequest, shape: int
         if amount <= 0:
             continue
         any_request = True
-        allocatable = np.fromiter((node.allocatable.get(resource, 0) for node in tree.nodes),
-                                  dtype=np.int64, count=len(tree.nodes))
-        per_node = np.minimum(per_node, allocatable // amount)
+        per_node = np.minimum(per_node, tree.allocatable(resource) // amount)
     if not any_request:
         return 0
-    for i, node in enumerate(tree.nodes):
-        labels = node.labels
-        if any(labels.get(k) != v for k, v in wanted.node_selector.items()) or (
-            wanted.affinity and not any(t.matches(labels, node.name) for t in wanted.affinity)
-        ):
-            per_node[i] = 0
+    if wanted.node_selector or wanted.affinity:
+        for i, node in enumerate(tree.nodes):
+            if not matches_node_rules(wanted, node):
+                per_node[i] = 0
     if required is None:
         return int(per_node.sum())
     sums = tree.per_domain(required, per_node)

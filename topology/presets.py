@@ -2,7 +2,7 @@
 
 A preset is pure data. The AWS preset's zone level falls back to the generic zone label,
 and its fourth network layer exists only on instance families that publish it (p6-b200),
-so the tree is as deep as the labels the nodes actually carry (DESIGN §2).
+so the tree is as deep as the labels the nodes actually carry (docs/design.md).
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ PRESETS: dict[str, Preset] = {
     "topograph": Preset("topograph", tuple(Level(key) for key in TOPOGRAPH)),
     "gke": Preset("gke", tuple(Level(key) for key in GKE)),
 }
+
+
+def short_level(key: str) -> str:
+    """A level's label key without its prefix, for text: `network-node-layer-3`."""
+    return key.rsplit("/", 1)[-1]
 
 
 def resolve_preset(name_or_keys: str | list[str] | tuple[str, ...]) -> Preset:

@@ -20,6 +20,9 @@ _DECIMAL = {
 _PATTERN = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
 
 CPU = "cpu"
+BASIC_RESOURCES = frozenset({"cpu", "memory", "pods", "ephemeral-storage"})
+"""What every pod asks for; anything else (accelerators, EFA, hugepages...) is what
+placement and explanations talk about first."""
 
 
 def parse_quantity(text: str | int | float) -> Decimal:

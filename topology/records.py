@@ -135,6 +135,9 @@ class PodRecord:
     tolerations: tuple[Toleration, ...] = ()
     deleting: bool = False
     resource_version: str = ""
+    scheduling_gates: tuple[str, ...] = ()
+    """spec.schedulingGates: while any is present the pod is not schedulable (the API
+    server refuses its binding); whoever set a gate removes it when the pod may go."""
 
     @property
     def key(self) -> str:
@@ -280,6 +283,15 @@ def _tolerations(obj: str, spec: dict[str, Any]) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
+def _gates(obj: str, spec: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for index, gate in enumerate(spec.get("schedulingGates") or ()):
+        if not isinstance(gate, dict) or not isinstance(gate.get("name"), str):
+            raise RecordError(obj, f"spec.schedulingGates[{index}]", "a gate with a name", gate)
+        out.append(gate["name"])
+    return tuple(out)
+
+
 def pod_from_json(raw: dict[str, Any]) -> PodRecord:
     meta = raw.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace") or "default"
@@ -313,4 +325,5 @@ def pod_from_json(raw: dict[str, Any]) -> PodRecord:
         tolerations=_tolerations(obj, spec),
         deleting=bool(meta.get("deletionTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        scheduling_gates=_gates(obj, spec),
     )

@@ -2,13 +2,11 @@
 
 Nodes are kept in *tree order* (sorted by domain path, then name), and every level maps
 each node to a dense domain index, so per-domain sums are one `np.bincount` and the
-distance between two nodes is a comparison of a few integers. The networkx view of the
-same tree (`domain_graph`) is built on demand for callers that walk it (explain, the
-topology API); the hot paths never touch it.
+distance between two nodes is a comparison of a few integers.
 
 A node missing a level's label becomes its own `<unlabelled:NAME>` domain from that level
 down: usable, but it shares no domain below its last labelled level with anyone, so it is
-never mistaken for a neighbour (DESIGN §2).
+never mistaken for a neighbour (docs/design.md, "Topology").
 """
 
 from __future__ import annotations
@@ -17,11 +15,10 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
-from topology.gcpause import gc_paused
+from gcpause import gc_paused
 from topology.presets import Preset, effective_levels
 from topology.records import NodeRecord, PodRecord
 
@@ -60,7 +57,7 @@ class DomainTree:
         return self.paths[-1][int(self.domain_of[-1][node])] if self.levels else ()
 
     def distance(self, a: int, b: int) -> int:
-        """Levels climbed from the two nodes to their lowest common domain (DESIGN §2):
+        """Levels climbed from the two nodes to their lowest common domain:
         0 same node, 1 same bottom domain, ..., depth+1 different top domains."""
         if a == b:
             return 0
@@ -82,6 +79,11 @@ class DomainTree:
         column = self.domain_of[level]
         return range(int(np.searchsorted(column, domain, side="left")),
                      int(np.searchsorted(column, domain, side="right")))
+
+    def allocatable(self, resource: str) -> IntArray:
+        """Per node (tree order), its allocatable amount of one resource: computed once
+        per tree, which every cycle shares until the nodes change."""
+        return _allocatable(self, resource)
 
     def per_domain(self, level: int, per_node: IntArray) -> IntArray:
         """Sums a per-node quantity into the domains of one level."""
@@ -239,17 +241,9 @@ def render_path(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
-@functools.lru_cache(maxsize=4)
-def domain_graph(tree: DomainTree) -> nx.DiGraph:
-    """The domain tree as a networkx DiGraph: root `()`, domains keyed by their path tuple,
-    nodes keyed by path + (name,); attributes `level` (-1 root, depth for nodes) and `kind`."""
-    graph = nx.DiGraph()
-    graph.add_node((), level=-1, kind="root")
-    for level, level_paths in enumerate(tree.paths):
-        graph.add_nodes_from(level_paths, level=level, kind="domain")
-        graph.add_edges_from((path[:-1], path) for path in level_paths)
-    for position, node in enumerate(tree.nodes):
-        leaf = (*tree.node_path(position), node.name)
-        graph.add_node(leaf, level=tree.depth, kind="node")
-        graph.add_edge(leaf[:-1], leaf)
-    return graph
+@functools.lru_cache(maxsize=16)
+def _allocatable(tree: DomainTree, resource: str) -> IntArray:
+    column = np.fromiter((node.allocatable.get(resource, 0) for node in tree.nodes),
+                         dtype=np.int64, count=len(tree.nodes))
+    column.flags.writeable = False
+    return column

@@ -1,7 +1,7 @@
 """Per-level summary of a node set: how many domains each level has and how big they are.
 
 Pure, from raw Node JSON, through the same domain tree placement uses: domain identity
-is the path of values from the top (DESIGN §2), and a node missing a level's label is a
+is the path of values from the top (docs/design.md), and a node missing a level's label is a
 `<unlabelled:NAME>` domain of its own from that level down.
 """
 

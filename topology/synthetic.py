@@ -1,7 +1,7 @@
 """Synthetic UltraCluster: Kubernetes Node and Pod JSON shaped like AWS accelerator fleets.
 
 Deterministic for a seed, pure (returns dicts), and shared by tests, benchmarks, the demo,
-`phalanx synth` and `phalanx place`. Domain sizes are a guess (DESIGN §7): nothing public
+`phalanx synth` and `phalanx place`. Domain sizes are a guess: nothing public
 states them, so every fan-out is a parameter.
 
 Realism that matters to a placer:

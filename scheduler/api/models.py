@@ -10,18 +10,32 @@ from pydantic import BaseModel, Field
 
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+KIND_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
 
 
 class Problem(BaseModel):
     detail: str
 
 
+class Candidate(BaseModel):
+    kind: str
+    name: str
+
+
+class Ambiguous(BaseModel):
+    detail: str
+    candidates: list[Candidate] = Field(description="gangs of that name in the namespace: "
+                                                    "choose one with ?kind=")
+
+
 class GroupSummary(BaseModel):
     namespace: str
     name: str
-    kind: str = Field(description="PodGroup, StatefulSet or Job")
-    state: str = Field(description="Waiting for members, Pending: unschedulable, "
-                                   "Pending: invalid, Binding, Bound, Partially bound: repairing")
+    kind: str = Field(description="what defines the gang: PodGroup, StatefulSet, Job, ...")
+    source: str = Field("", description="the gang source that grouped its pods")
+    state: str = Field(description="Waiting for members, Waiting: gated, Pending: "
+                                   "unschedulable, Pending: invalid, Binding, Bound, "
+                                   "Partially bound: repairing")
     size: int
     min_member: int
     bound: int
@@ -85,6 +99,8 @@ class GroupDetail(GroupSummary):
     bind_s: float | None
     reason: str = Field(description="why it is pending, when it is")
     constraints: list[ConstraintRead]
+    gates: dict[str, int] = Field(default_factory=dict,
+                                  description="scheduling gate -> members carrying it")
     transitions: list[Transition]
 
 
@@ -119,6 +135,7 @@ class LevelChoiceOut(BaseModel):
 class Explanation(BaseModel):
     namespace: str
     name: str
+    kind: str
     state: str
     verdict: str = Field(description="placed, pending, waiting, invalid, binding or "
                                      "repairing")

@@ -9,7 +9,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from scheduler.api import groups, health, topology
+from scheduler.api import domains, groups, health
 from scheduler.api.views import ExplainSource
 
 
@@ -25,8 +25,10 @@ def build_app(src: ExplainSource, levels: tuple[str, ...]) -> FastAPI:
     app = FastAPI(title="Phalanx explain API", version="0.1.0",
                   description="Where each gang went and why; why a gang is still pending.")
     app.state.source = src
-    for router in (health.router, groups.router, topology.make_router(levels)):
+    for router in (health.router, groups.router, domains.make_router(levels)):
         app.include_router(router)
+
+    app.add_exception_handler(groups.Ambiguity, groups.ambiguous_handler)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,7 @@
 """From gang records and snapshots to the explain API's response models.
 
-`ExplainSource` is what the routes need from a running scheduler; `Scheduler` provides it,
-and unit tests build one by hand from real solver results.
+`ExplainSource` is what the routes need from a running scheduler; `scheduler.app.Runner`
+provides it, and unit tests build one by hand from real solver results.
 """
 
 from __future__ import annotations
@@ -26,16 +26,20 @@ from scheduler.api.models import (
     SolverSummary,
     Topology,
 )
+from scheduler.gang import GangKey
 from scheduler.metrics import SchedulerMetrics
-from scheduler.state import BOUND, INVALID, REPAIRING, WAITING, GangState
+from scheduler.state import GangPhase, GangRecord
 from solver.explain import DomainRoom
+from solver.reasons import by_count
 from solver.result import Placement, SolverInfo, Unschedulable
 from topology.quantity import format_units
 from topology.snapshot import TopologySnapshot, render_path
 
 
 class ExplainSource(Protocol):
-    gangs: Mapping[str, GangState]
+    @property
+    def gangs(self) -> Mapping[GangKey, GangRecord]: ...
+
     metrics: SchedulerMetrics
 
     def topology_snapshot(self) -> TopologySnapshot: ...
@@ -61,12 +65,12 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def summary(state: GangState) -> GroupSummary:
-    namespace, name = state.key.split("/", 1)
-    return GroupSummary(namespace=namespace, name=name,
-                        kind=state.ref.kind if state.ref else "",
-                        state=state.state, size=state.size, min_member=state.min_member,
-                        bound=state.bound_pods, created=state.created, age_s=_age(state.created))
+def summary(record: GangRecord) -> GroupSummary:
+    key = record.key
+    return GroupSummary(namespace=key.namespace, name=key.name, kind=key.kind,
+                        source=record.source, state=record.phase.value, size=record.size,
+                        min_member=record.min_member, bound=record.bound_pods,
+                        created=record.created, age_s=_age(record.created))
 
 
 def _solver(info: SolverInfo) -> SolverSummary:
@@ -76,7 +80,7 @@ def _solver(info: SolverInfo) -> SolverSummary:
                                  for o, v, s in info.stages], note=info.note)
 
 
-def detail(state: GangState, source: ExplainSource) -> dict[str, Any]:
+def detail(state: GangRecord, source: ExplainSource) -> dict[str, Any]:
     """A GroupDetail as plain JSON-ready data: a 4,096-pod gang is 4,096 pod entries, and
     building them as dicts (serialised by orjson) keeps the route far inside its 100 ms
     budget. The route still publishes GroupDetail as its schema, and the schema fuzz test
@@ -87,7 +91,7 @@ def detail(state: GangState, source: ExplainSource) -> dict[str, Any]:
     metrics = None
     reason = ""
     if isinstance(result, Placement):
-        namespace = state.key.split("/", 1)[0]
+        namespace = state.key.namespace
         keys = [f"{namespace}/{a.pod}" for a in result.assignments]
         bound_to = source.pod_nodes(keys)
         pods = [{"pod": a.pod, "rank": a.rank, "node": a.node, "domain": a.domain,
@@ -99,7 +103,7 @@ def detail(state: GangState, source: ExplainSource) -> dict[str, Any]:
                    "ring_hops": m.ring_hops, "max_distance": m.max_distance}
     elif isinstance(result, Unschedulable):
         reason = result.reason
-    if state.state == INVALID:
+    if state.phase is GangPhase.INVALID:
         reason = state.error
     return {
         **summary(state).model_dump(),
@@ -108,9 +112,10 @@ def detail(state: GangState, source: ExplainSource) -> dict[str, Any]:
         "solve_s": round(result.solver.solve_s, 4) if result else None,
         "bind_s": round(state.bind_s, 4) if isinstance(result, Placement) else None,
         "reason": reason,
-        "constraints": [{"kind": c.kind, "level": c.level, "annotation": c.key,
+        "constraints": [{"kind": c.kind.value, "level": c.level, "annotation": c.key,
                          "source": c.source} for c in state.constraints],
-        "transitions": [{"state": s, "at": _iso(t)} for s, t in list(state.transitions)],
+        "gates": dict(state.gates),
+        "transitions": [{"state": s.value, "at": _iso(t)} for s, t in list(state.transitions)],
     }
 
 
@@ -119,36 +124,47 @@ def _room(room: DomainRoom) -> DomainRoomOut:
                          leftover=room.leftover)
 
 
-def explanation(state: GangState) -> Explanation:
-    namespace, name = state.key.split("/", 1)
-    base: dict[str, Any] = {"namespace": namespace, "name": name, "state": state.state}
+def explanation(state: GangRecord) -> Explanation:
+    key = state.key
+    base: dict[str, Any] = {"namespace": key.namespace, "name": key.name, "kind": key.kind,
+                            "state": state.phase.value}
     result = state.result
-    if state.state == INVALID:
+    if state.phase is GangPhase.INVALID:
         return Explanation(**base, verdict="invalid", summary=state.error,
                            remedies=["fix the field named above; nothing was placed"])
-    if state.state == WAITING or result is None:
+    if state.phase is GangPhase.GATED:
+        gated = max(state.gates.values(), default=0)
+        gates = ", ".join(f"{gate} ({count} member(s))" for gate, count
+                          in sorted(state.gates.items()))
+        return Explanation(**base, verdict="waiting",
+                           summary=f"waiting for scheduling gates to be removed: {gates}; "
+                                   f"{state.size - gated} of {state.size} members "
+                                   f"ungated, minMember {state.min_member}",
+                           remedies=[f"the controller that set {gate} removes it when the "
+                                     f"pod may be scheduled (e.g. Kueue on admission)"
+                                     for gate in sorted(state.gates)])
+    if state.phase is GangPhase.WAITING or result is None:
         return Explanation(**base, verdict="waiting",
                            summary=f"waiting for members: {state.size} of {state.min_member} "
                                    f"(minMember) exist, {state.bound_pods} bound")
     if isinstance(result, Unschedulable):
         d = result.diagnosis
         return Explanation(
-            **base, verdict="pending", summary=result.reason, code=d.code, shape=d.shape,
+            **base, verdict="pending", summary=result.reason, code=d.code.value, shape=d.shape,
             demand=d.demand, cluster_fits=d.cluster_fits, total_nodes=d.total_nodes,
             levels_demand=[LevelDemand(level=lf.level, demand=lf.demand,
                                        best_domain=lf.best_domain, best_fits=lf.best_fits)
                            for lf in d.levels],
-            excluded=[Exclusion(reason=r, nodes=n) for r, n in
-                      sorted(d.excluded.items(), key=lambda kv: (-kv[1], kv[0]))],
+            excluded=[Exclusion(reason=r.render(), nodes=n) for r, n in by_count(d.excluded)],
             remedies=list(state.remedies),
             warnings=[f"{d.unlabelled_nodes} node(s) lack topology labels"]
             if d.unlabelled_nodes else [])
-    if state.state != BOUND:
+    if state.phase is not GangPhase.BOUND:
         # Binding, or some binds failed and the rest are being placed next to them.
-        verdict = "repairing" if state.state == REPAIRING else "binding"
+        verdict = "repairing" if state.phase is GangPhase.REPAIRING else "binding"
         return Explanation(**base, verdict=verdict,
                            summary=f"{state.bound_pods} of {state.size} members bound; "
-                                   f"{state.state}")
+                                   f"{state.phase.value}")
     m = result.metrics
     levels: list[LevelChoiceOut] = []
     warnings: list[str] = []

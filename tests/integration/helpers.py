@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from kube import api_path
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.synthnodes import schedulable
-from scheduler.kube import api_path
 from topology.synthetic import ClusterSpec, synth_nodes
 
 NS = "sched-test"
@@ -128,8 +128,8 @@ def install_pod_group_crd(kube) -> None:
     """Applies manifests/crd/podgroup.yaml and waits until the API serves it."""
     import yaml
 
+    from kube import ApiError
     from localcluster.binaries import REPO
-    from scheduler.errors import ApiError
 
     crd = yaml.safe_load((REPO / "manifests" / "crd" / "podgroup.yaml").read_text())
     path = api_path("apiextensions.k8s.io", "v1", "customresourcedefinitions")

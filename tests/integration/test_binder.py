@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from kube import api_path
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from scheduler.binder import Binder
-from scheduler.kube import api_path
 
 pytestmark = pytest.mark.integration
 NS = "bind-test"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kube import api_path
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from scheduler.cache import ClusterCache
-from scheduler.kube import api_path
+from scheduler.informers import Informers
 from topology.presets import resolve_preset
 from topology.synthetic import ClusterSpec, synth_nodes
 
@@ -15,10 +16,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def cache(kube):
-    cache = ClusterCache(kube, resolve_preset("aws")).start()
-    assert cache.wait_synced(60)
+    cache = ClusterCache(resolve_preset("aws"))
+    informers = Informers(kube, cache).start()
+    assert informers.wait_synced(60)
     yield cache
-    cache.stop()
+    informers.stop()
 
 
 def test_cache_follows_nodes_and_pods_of_any_scheduler(kube, cache):
@@ -59,13 +61,13 @@ def test_assumed_pods_count_until_confirmed_or_forgotten(kube, cache):
     create_all(kube, [pod])
     wait_until(lambda: "cache-test/waiting" in cache.pods, 30, "pending pod in cache")
     record = cache.pods["cache-test/waiting"]
-    assert cache.pending("nobody") == [record]
     node = sorted(cache.nodes)[0]
     before = cache.usage().get(node, {}).get("nvidia.com/gpu", 0)
+    freed = cache.versions()[1]
     cache.assume(record, node)
     assert cache.usage()[node]["nvidia.com/gpu"] == before + 8
-    assert cache.pending("nobody") == []  # assumed pods are not offered again
+    assert cache.all_pods()[1] == {record.key: node}  # discovery does not offer it again
     cache.forget(record.key)
     assert cache.usage().get(node, {}).get("nvidia.com/gpu", 0) == before
-    assert cache.pending("nobody") == [record]
+    assert cache.all_pods()[1] == {} and cache.versions()[1] == freed + 1
 

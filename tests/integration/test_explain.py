@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-from scheduler.kube import api_path
+from kube import api_path
 from tests.integration.helpers import NS, pods_of, pool_nodes, statefulset, wait_until
 from topology.presets import AWS_LAYER
 
@@ -91,3 +91,42 @@ def test_topology_route_counts_the_live_nodes(kube, phalanx, pool):
     assert sum(d["nodes"] for d in body["levels"][0]["domains"]) == len(nodes)
     assert _get(phalanx, "/v1/topology", level="bogus").status_code == 422
     assert _get(phalanx, f"/v1/groups/{NS}/no-such-gang").status_code == 404
+
+
+def test_a_job_and_a_statefulset_of_one_name_are_two_gangs_each_explained(
+        kube, phalanx, pool):
+    """Gang identity is (kind, namespace, name): the two never share a record."""
+    kube.create(STS, statefulset("twin", 6, "pool-x"))
+    template = statefulset("twin", 1, "pool-x")["spec"]["template"]
+    # KWOK completes Job pods a few seconds after they run; keep these running.
+    template["metadata"]["annotations"] = {"pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                                           "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "0s"}
+    template["metadata"]["labels"] = {"app": "twin-job"}
+    template["spec"]["restartPolicy"] = "Never"
+    kube.create(api_path("batch", "v1", "jobs", NS), {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "twin", "namespace": NS},
+        "spec": {"parallelism": 4, "completions": 4, "completionMode": "Indexed",
+                 "template": template}})
+    wait_until(lambda: len([p for p in pods_of(kube, "twin") if p["spec"].get("nodeName")])
+               == 6 and len([p for p in pods_of(kube, "twin-job")
+                             if p["spec"].get("nodeName")]) == 4, 90, "both gangs bound")
+    listed = {(g["kind"], g["name"]): g for g in _get(phalanx, "/v1/groups").json()["groups"]}
+    assert listed[("StatefulSet", "twin")]["size"] == 6
+    assert listed[("Job", "twin")]["size"] == 4
+    assert listed[("StatefulSet", "twin")]["state"] == listed[("Job", "twin")]["state"] \
+        == "Bound"
+    ambiguous = _get(phalanx, f"/v1/groups/{NS}/twin")
+    assert ambiguous.status_code == 409
+    assert {c["kind"] for c in ambiguous.json()["candidates"]} == {"Job", "StatefulSet"}
+    for kind, app, size in (("StatefulSet", "twin", 6), ("Job", "twin-job", 4)):
+        detail = _get(phalanx, f"/v1/groups/{NS}/twin", kind=kind).json()
+        api_nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods_of(kube, app)}
+        assert {p["pod"]: p["node"] for p in detail["pods"]} == api_nodes
+        assert detail["kind"] == kind and len(detail["pods"]) == size
+        explain = _get(phalanx, f"/v1/groups/{NS}/twin/explain", kind=kind).json()
+        assert explain["verdict"] == "placed" and explain["kind"] == kind
+    cli = subprocess.run([sys.executable, "-m", "scheduler.cli", "explain", f"{NS}/Job/twin",
+                          "--server", phalanx.url], capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 0, cli.stderr
+    kube.delete(api_path("apps", "v1", "statefulsets", NS, "twin"))
+    kube.delete(api_path("batch", "v1", "jobs", NS, "twin"), propagationPolicy="Background")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from scheduler.kube import api_path
+from kube import api_path
 from tests.integration.helpers import (
     NS,
     ensure_namespace,

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
+from kube import api_path
 from localcluster.binaries import kubernetes_version
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster, node_ready, remove_stale_clusters
 from localcluster.synthnodes import populate
-from scheduler.kube import api_path
 from topology.presets import AWS_LAYER, AWS_ZONE_ID
 from topology.synthetic import SYNTHETIC_LABEL, ClusterSpec, synth_nodes
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kube import ApiError, KubeClient, RetryPolicy, api_path
 from localcluster.binaries import REPO, ensure_binaries
 from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, RetryPolicy, api_path
 from tests.integration.helpers import POOL, free_port, pool_nodes, stop_process, token_kubeconfig
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from kube import api_path
 from localcluster.cluster import LocalCluster
-from scheduler.kube import api_path
 from tests.integration.helpers import (
     NS,
     ensure_namespace,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scheduler.kube import api_path
+from kube import api_path
 from tests.integration.helpers import (
     NS,
     POOL,

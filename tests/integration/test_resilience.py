@@ -7,8 +7,7 @@ from collections import Counter
 
 import pytest
 
-from scheduler.errors import ApiError
-from scheduler.kube import api_path
+from kube import ApiError, api_path
 from tests.integration.helpers import (
     NS,
     events_for,

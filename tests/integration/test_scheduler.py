@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from scheduler.kube import api_path
+from kube import api_path
 from solver.request import GangRequest, Member, PodShape, SolverConfig
 from solver.solve import solve
 from tests.integration.helpers import (

@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
+from kube import api_path
 from localcluster.bulk import ensure_namespace
 from localcluster.cluster import LocalCluster
-from scheduler.kube import api_path
 from tests.integration.helpers import (
     NS,
     pods_of,

@@ -4,13 +4,14 @@ synthetic cluster, held by a small ExplainSource (no cluster, no threads)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from scheduler.events import ObjectRef
-from scheduler.gangs import gang_from_workload
-from scheduler.metrics import SchedulerMetrics
-from scheduler.state import BOUND, INVALID, UNSCHEDULABLE, WAITING, GangState, read_constraints
+from kube.resources import ObjectRef
+from scheduler.api.held import HeldState
+from scheduler.gang import GangKey
+from scheduler.offline import request_from_workload
+from scheduler.sources.base import read_constraints
+from scheduler.state import GangPhase, GangRecord
 from solver.explain import explain_placement, remedies
 from solver.request import SolverConfig
 from solver.result import Placement, Unschedulable
@@ -35,26 +36,12 @@ def workload(name: str, replicas: int, gpus: int = 8,
 
 
 @dataclass
-class HandBuilt:
-    snapshot: TopologySnapshot
-    gangs: dict[str, GangState] = field(default_factory=dict)
-    metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
-    bound: dict[str, str] = field(default_factory=dict)
-    synced: bool = True
-    leader: bool = True
+class HandBuilt(HeldState):
+    """HeldState whose metrics also describe its records (as a running scheduler's do)."""
 
     def __post_init__(self) -> None:
         self.metrics.watch_state(lambda: list(self.gangs.values()),
                                  lambda: {"nodes": 1.5, "pods": None}, lambda: self.leader)
-
-    def topology_snapshot(self) -> TopologySnapshot:
-        return self.snapshot
-
-    def pod_nodes(self, keys: Iterable[str]) -> dict[str, str]:
-        return {key: self.bound[key] for key in keys if key in self.bound}
-
-    def readiness(self) -> tuple[bool, bool]:
-        return self.synced, self.leader
 
 
 def cluster(nodes: int = 256, fanout: tuple[int, ...] = (2, 4, 32)) -> TopologySnapshot:
@@ -63,32 +50,33 @@ def cluster(nodes: int = 256, fanout: tuple[int, ...] = (2, 4, 32)) -> TopologyS
 
 
 def add_gang(src: HandBuilt, name: str, replicas: int, *, bind: bool = True,
-             annotations: dict[str, str] | None = None) -> GangState:
-    request = gang_from_workload(workload(name, replicas, annotations=annotations))
+             annotations: dict[str, str] | None = None,
+             kind: str = "StatefulSet") -> GangRecord:
+    request = request_from_workload(workload(name, replicas, annotations=annotations))
     result = solve(request, src.snapshot, SolverConfig(time_limit_s=2.0))
-    state = GangState(request.name, ObjectRef("StatefulSet", "ml", name))
-    state.move(WAITING)
+    state = GangRecord(GangKey(kind, "ml", name), ObjectRef(kind, "ml", name))
+    state.move(GangPhase.WAITING, time.time())
     state.size, state.min_member, state.created = replicas, replicas, CREATED
-    state.constraints = read_constraints(annotations or {}, {}, "StatefulSet")
+    state.constraints = read_constraints([(kind, {}), ("Pod", annotations or {})])
     state.result, state.solved_at = result, time.time()
     if isinstance(result, Placement):
         state.explanation = explain_placement(request, src.snapshot, result)
         state.bind_s = 0.25
         state.bound_pods = replicas if bind else 0
-        state.move(BOUND)
+        state.move(GangPhase.BOUND, time.time())
         if bind:
             src.bound.update({f"ml/{a.pod}": a.node for a in result.assignments})
     else:
         assert isinstance(result, Unschedulable)
         state.remedies = remedies(result.diagnosis)
-        state.move(UNSCHEDULABLE)
+        state.move(GangPhase.UNSCHEDULABLE, time.time())
     src.gangs[state.key] = state
     return state
 
 
-def add_invalid(src: HandBuilt, name: str, error: str) -> GangState:
-    state = GangState(f"ml/{name}", ObjectRef("PodGroup", "ml", name))
-    state.move(INVALID)
+def add_invalid(src: HandBuilt, name: str, error: str) -> GangRecord:
+    state = GangRecord(GangKey("PodGroup", "ml", name), ObjectRef("PodGroup", "ml", name))
+    state.move(GangPhase.INVALID, time.time())
     state.error, state.created = error, CREATED
     src.gangs[state.key] = state
     return state

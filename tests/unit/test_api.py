@@ -13,9 +13,12 @@ from fastapi.testclient import TestClient
 
 from scheduler.api import build_app, serve
 from scheduler.cli import main
+from scheduler.gang import GangKey
 from solver.result import Placement
 from tests.unit.api_state import LAYER3, HandBuilt, add_gang, add_invalid, cluster
 from topology.presets import PRESETS
+
+PLACED = GangKey("StatefulSet", "ml", "placed")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,8 @@ def src() -> HandBuilt:
     add_gang(source, "rack-bound", 40, annotations={"phalanx.dev/required-topology": LAYER3})
     add_invalid(source, "broken", "PodGroup ml/broken: field spec.minMember: expected an "
                                   "integer >= 1, got 'x'")
+    add_gang(source, "shared", 8)  # a StatefulSet and a Job of one name: two gangs
+    add_gang(source, "shared", 4, kind="Job")
     source.metrics.solve_seconds.labels("placed").observe(0.12)
     source.metrics.bind_errors.labels("409").inc()
     return source
@@ -38,9 +43,12 @@ def client(src: HandBuilt) -> TestClient:
 
 def test_groups_lists_every_gang_with_its_state(client: TestClient) -> None:
     body = client.get("/v1/groups").json()
-    states = {g["name"]: g["state"] for g in body["groups"]}
-    assert states == {"placed": "Bound", "too-big": "Pending: unschedulable",
-                      "rack-bound": "Pending: unschedulable", "broken": "Pending: invalid"}
+    states = {(g["kind"], g["name"]): g["state"] for g in body["groups"]}
+    assert states == {("StatefulSet", "placed"): "Bound",
+                      ("StatefulSet", "too-big"): "Pending: unschedulable",
+                      ("StatefulSet", "rack-bound"): "Pending: unschedulable",
+                      ("PodGroup", "broken"): "Pending: invalid",
+                      ("StatefulSet", "shared"): "Bound", ("Job", "shared"): "Bound"}
     placed = next(g for g in body["groups"] if g["name"] == "placed")
     assert placed["size"] == placed["min_member"] == placed["bound"] == 48
     assert placed["kind"] == "StatefulSet" and placed["age_s"] > 0
@@ -48,7 +56,7 @@ def test_groups_lists_every_gang_with_its_state(client: TestClient) -> None:
 
 def test_group_detail_lists_pods_in_rank_order_with_the_api_view(
         client: TestClient, src: HandBuilt) -> None:
-    state = src.gangs["ml/placed"]
+    state = src.gangs[PLACED]
     assert isinstance(state.result, Placement)
     src.bound.pop("ml/placed-7")  # its binding not seen by the watch yet
     try:
@@ -73,7 +81,7 @@ def test_explain_of_a_placed_gang_shows_chosen_domains_and_runners_up(
         client: TestClient, src: HandBuilt) -> None:
     body = client.get("/v1/groups/ml/placed/explain").json()
     assert body["verdict"] == "placed"
-    result = src.gangs["ml/placed"].result
+    result = src.gangs[PLACED].result
     assert isinstance(result, Placement)
     for level in body["levels"]:
         assert sum(room["placed"] for room in level["chosen"]) == 48
@@ -118,6 +126,23 @@ def test_unknown_group_is_a_404_with_a_message(client: TestClient) -> None:
     assert client.get("/v1/groups/ml/nope/explain").status_code == 404
 
 
+def test_a_shared_name_is_a_409_listing_both_and_kind_selects_one(client: TestClient) -> None:
+    for path in ("/v1/groups/ml/shared", "/v1/groups/ml/shared/explain"):
+        reply = client.get(path)
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["candidates"] == [{"kind": "Job", "name": "shared"},
+                                              {"kind": "StatefulSet", "name": "shared"}]
+        assert "?kind=" in reply.json()["detail"]
+    job = client.get("/v1/groups/ml/shared", params={"kind": "Job"}).json()
+    sts = client.get("/v1/groups/ml/shared", params={"kind": "StatefulSet"}).json()
+    assert (job["kind"], job["size"], len(job["pods"])) == ("Job", 4, 4)
+    assert (sts["kind"], sts["size"], len(sts["pods"])) == ("StatefulSet", 8, 8)
+    explained = client.get("/v1/groups/ml/shared/explain", params={"kind": "Job"}).json()
+    assert explained["kind"] == "Job" and explained["verdict"] == "placed"
+    assert client.get("/v1/groups/ml/placed", params={"kind": "Job"}).status_code == 404
+    assert client.get("/v1/groups/ml/placed", params={"kind": "job!"}).status_code == 422
+
+
 @pytest.mark.parametrize("path", [
     "/v1/groups/Bad_NS/x", "/v1/groups/ml/UPPER", "/v1/groups/ml/-lead",
     "/v1/groups/" + "a" * 64 + "/x", "/v1/groups/ml/" + "b" * 254,
@@ -155,7 +180,7 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
     reply = client.get("/metrics")
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
     text = reply.text
-    assert 'phalanx_gangs{state="Bound"} 1.0' in text
+    assert 'phalanx_gangs{state="Bound"} 3.0' in text
     assert 'phalanx_gangs{state="Pending: unschedulable"} 2.0' in text
     assert 'phalanx_solve_seconds_count{result="placed"} 1.0' in text
     assert 'phalanx_bind_errors_total{code="409"} 1.0' in text
@@ -213,7 +238,7 @@ def test_phalanx_explain_renders_the_domain_tree_of_a_placed_gang(
         server: str, capsys: pytest.CaptureFixture[str], src: HandBuilt) -> None:
     assert main(["explain", "ml/placed", "--server", server]) == 0
     out = capsys.readouterr().out
-    result = src.gangs["ml/placed"].result
+    result = src.gangs[PLACED].result
     assert isinstance(result, Placement)
     for rack in result.chosen[LAYER3]:
         assert rack.rsplit("/", 1)[-1] in out
@@ -230,3 +255,7 @@ def test_phalanx_explain_errors_are_clear(server: str,
     assert "expected NAMESPACE/NAME" in capsys.readouterr().err
     assert main(["explain", "ml/x", "--server", "http://127.0.0.1:9", "--timeout", "2"]) == 1
     assert "cannot reach the explain API" in capsys.readouterr().err
+    assert main(["explain", "ml/shared", "--server", server]) == 1
+    assert "NAMESPACE/KIND/NAME" in capsys.readouterr().err
+    assert main(["explain", "ml/Job/shared", "--server", server, "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["kind"] == "Job"

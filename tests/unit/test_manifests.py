@@ -15,10 +15,11 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from scheduler.cache import POD_GROUPS
+from kube.resources import POD_GROUPS
 from scheduler.config import Config, load_config, parse_config
-from scheduler.discovery import OWNER_KINDS
-from scheduler.gangs import REQUIRED, gang_from_pod_group, gang_from_workload
+from scheduler.offline import gang_of, request_from_workload
+from scheduler.sources.base import REQUIRED
+from scheduler.sources.owner import OWNER_KINDS
 from solver.solve import solve
 from topology.presets import PRESETS
 from topology.records import node_from_json, pod_from_json
@@ -31,11 +32,12 @@ SYSTEM_NS = "phalanx-system"
 SA = "phalanx-scheduler"
 L3 = "topology.k8s.aws/network-node-layer-3"
 
-# What the scheduler calls, read off the code (kube.py is the only way out):
-#   cache.py      list+watch pods, nodes; list+watch podgroups (after API discovery)
+# What the scheduler calls, read off the code (the kube package is the only way out):
+#   informers.py  list+watch pods, nodes; list+watch podgroups (after API discovery)
 #   binder.py     POST pods/{name}/binding; GET pods/{name} when a bind answers 409
 #   events.py     POST core/v1 events; merge-PATCH podgroups/{name}/status
-#   discovery.py  GET statefulsets/{name}, jobs/{name} (the size of an owner's gang)
+#   lookup.py     GET statefulsets/{name}, jobs/{name} (the size of an owner's gang,
+#                 asked by sources/owner.py)
 CODE_RIGHTS = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/binding"): {"create"},
@@ -90,10 +92,9 @@ def test_cluster_role_grants_exactly_what_the_code_calls():
     role = one("rbac", "ClusterRole")
     assert rights(role["rules"]) == CODE_RIGHTS
     # Tied to the code's own constants, so a new owner kind or a moved CRD shows up here.
-    for group, plural, _ in OWNER_KINDS.values():
-        assert CODE_RIGHTS[group, plural] == {"get"}
-    group, _, plural = POD_GROUPS
-    assert {"list", "watch"} <= CODE_RIGHTS[group, plural]
+    for resource, _ in OWNER_KINDS.values():
+        assert CODE_RIGHTS[resource.group, resource.plural] == {"get"}
+    assert {"list", "watch"} <= CODE_RIGHTS[POD_GROUPS.group, POD_GROUPS.plural]
 
 
 def test_no_wildcard_and_no_secret_anywhere_in_rbac():
@@ -258,10 +259,10 @@ def test_each_example_places_on_a_synthetic_fleet():
     fleet = [node_from_json(n) for n in synth_nodes(ClusterSpec(nodes=128, seed=3))]
     snapshot = build_snapshot(fleet, {}, PRESETS["aws"])
     examples = documents("examples")
-    gangs = [gang_from_workload(d) for d in examples if d["kind"] in ("StatefulSet", "Job")]
-    gangs.append(gang_from_pod_group(
-        next(d for d in examples if d["kind"] == "PodGroup"),
-        [pod_from_json(d) for d in examples if d["kind"] == "Pod"]))
+    gangs = [request_from_workload(d) for d in examples if d["kind"] in ("StatefulSet", "Job")]
+    gangs.append(gang_of(
+        [next(d for d in examples if d["kind"] == "PodGroup")],
+        [pod_from_json(d) for d in examples if d["kind"] == "Pod"])[1])
     for gang in gangs:
         result = solve(gang, snapshot)
         assert result.status == "placed", (gang.name, getattr(result, "reason", ""))
@@ -297,7 +298,7 @@ def test_dockerfile_installs_what_phalanx_run_imports_and_runs_as_non_root():
         if more == needed:
             break
         needed = more
-    assert needed == {"scheduler", "solver", "topology"}
+    assert needed == {"scheduler", "solver", "topology", "kube", "gcpause"}
     assert needed | {"pyproject.toml", "README.md"} <= copied
     allowed = {line[1:].rstrip("/") for line in
                (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}

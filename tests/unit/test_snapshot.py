@@ -1,10 +1,9 @@
-import networkx as nx
 import numpy as np
 
 from tests.unit.helpers import GPU, LEVELS, node, snapshot
 from topology.presets import AWS_LAYER, resolve_preset
 from topology.records import NodeRecord, PodRecord
-from topology.snapshot import build_snapshot, domain_graph, usage_from_pods
+from topology.snapshot import build_snapshot, usage_from_pods
 
 
 def small():
@@ -71,14 +70,17 @@ def test_aws_preset_depth_comes_from_labels():
     assert len(p6.levels) == 5 and p6.tree.unlabelled == ("b",)
 
 
-def test_domain_graph_is_the_tree():
-    snap = small()
-    graph = domain_graph(snap.tree)
-    assert nx.is_tree(graph)
-    assert graph.nodes[()]["kind"] == "root"
-    leaves = [n for n, d in graph.nodes(data=True) if d["kind"] == "node"]
-    assert len(leaves) == 5
-    assert graph.has_edge(("z1", "b1", "r1"), ("z1", "b1", "r1", "a"))
+def test_parents_and_paths_form_one_tree():
+    tree = small().tree
+    for level in range(1, tree.depth):
+        for domain, path in enumerate(tree.paths[level]):
+            parent = int(tree.parent_of[level][domain])
+            assert tree.paths[level - 1][parent] == path[:-1]
+    for index in range(len(tree.nodes)):  # each node sits in its path's domains
+        path = tree.node_path(index)
+        for level in range(tree.depth):
+            assert tree.paths[level][int(tree.domain_of[level][index])] == path[: level + 1]
+    assert tree.node_path(tree.index["a"]) == ("z1", "b1", "r1")
 
 
 def test_children_and_members_are_contiguous_ranges():

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from solver.errors import BadRequest
+from solver.reasons import FitCode
 from solver.request import GangRequest, Member, PodShape, SolverConfig
-from solver.result import UNRESOLVABLE, UNSCHEDULABLE
 from solver.solve import solve
 from tests.unit.helpers import GPU, LEVELS, cluster, node, snapshot
 from topology.records import Requirement, SelectorTerm, Taint, Toleration
@@ -81,10 +81,10 @@ def test_all_or_nothing_and_diagnosis():
     snap = cluster({("z1", "b1", "r1"): [8, 8, 8, 0], ("z2", "b1", "r1"): [8] * 3})
     result = solve(gang(7), snap, CFG)
     assert result.status == "unschedulable" and result.to_json()["assignments"] == []
-    assert result.diagnosis.code == UNSCHEDULABLE  # an empty cluster would hold it
+    assert result.diagnosis.code is FitCode.UNSCHEDULABLE  # an empty cluster would hold it
     assert "7 pods of 8 nvidia.com/gpu; the whole cluster fits 6" in result.reason
     too_big = solve(gang(50), snap, CFG)
-    assert too_big.diagnosis.code == UNRESOLVABLE
+    assert too_big.diagnosis.code is FitCode.UNRESOLVABLE
 
 
 def test_required_level_is_honoured_or_pending_with_reason():
@@ -120,7 +120,7 @@ def test_filters_exclude_and_count_reasons():
     affinity = (SelectorTerm((Requirement("pool", "DoesNotExist"),)),)
     result = solve(gang(3, affinity=affinity), snap, CFG)
     assert result.status == "unschedulable"
-    assert result.diagnosis.excluded == {
+    assert {str(r): n for r, n in result.diagnosis.excluded.items()} == {
         "node(s) had untolerated taint {gpu=bad:NoSchedule}": 1,
         "node(s) were unschedulable": 1, "node(s) were not ready": 1,
         "node(s) didn't match Pod's node affinity/selector": 1,

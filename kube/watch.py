@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from scheduler.errors import ApiError
-from scheduler.kube import KubeClient, RetryPolicy
-from topology.gcpause import gc_paused
+from gcpause import gc_paused
+from kube.client import KubeClient, RetryPolicy
+from kube.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The detailed CP-SAT model, for heterogeneous gangs (several pod shapes).
 
-Single-shape gangs, the common case, use the smaller model in `solver.aggregate`. This
+Single-shape gangs, the common case, use the smaller model in `solver.cpsat.folded`. This
 one never has a variable per pod or per node either. Its data, per candidate domain:
 capacity per shape (clipped to demand); per bottom domain and shape, how many nodes fit
 1, 2, ... k pods (capacity classes). Its variables:
@@ -15,7 +15,8 @@ only if used and within its capacity; a used domain's parent is used and a used 
 has a used child; knapsack covers per level (sum of chosen capacities >= demand, which
 makes the LP bound equal the per-level lower bound); the required level uses one domain.
 
-Objective, lexicographic (DESIGN §4), solved in stages (`solver.stages`): fewest domains
+Objective, lexicographic (docs/design.md, "The objective"), solved in stages
+(`solver.cpsat.stages`): fewest domains
 at level 0, then level 1, ..., then fewest nodes, then best fit (least total capacity in
 the chosen domains and nodes). In the model each node serves one shape.
 """
@@ -29,11 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from solver.cpsat.common import CpsatResult, add_tree_links
+from solver.cpsat.stages import Stage, run_stages
 from solver.instance import NODE_LEVEL, Instance
 from solver.plan import NodePlan
 from solver.request import SolverConfig
-from solver.stages import Stage, run_stages
-from topology.snapshot import IntArray
 
 
 @dataclass
@@ -48,16 +49,6 @@ class _Vars:
 
     def level_count(self, level: int) -> cp_model.LinearExpr:
         return sum(var for (lvl, _), var in self.used.items() if lvl == level)  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class CpsatResult:
-    plan: NodePlan | None
-    status: str
-    stages: tuple[tuple[str, int, str], ...]
-    """(stage name, objective value, status) per stage."""
-    model_s: float
-    solve_s: float
 
 
 def _capacity_classes(instance: Instance, bottom: int) -> dict[tuple[int, int], dict[int, int]]:
@@ -124,21 +115,6 @@ def _add_bottom_capacity(model: cp_model.CpModel, instance: Instance, v: _Vars) 
                     if (domain, s) in v.pods and max(v.classes[domain, s]) == 1]
             model.add(sum(t for t in terms if t is not None) + sum(unit)
                       <= int(per_domain[domain]))
-
-
-def add_tree_links(model: cp_model.CpModel, parent_of: tuple[IntArray, ...],
-                   used: dict[tuple[int, int], cp_model.IntVar], top_level: int) -> None:
-    """A used domain's parent is used; a used parent has a used child (levels 0..top)."""
-    for level in range(1, top_level + 1):
-        children: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-        for (lvl, domain), var in used.items():
-            if lvl == level:
-                parent = int(parent_of[level][domain])
-                model.add_implication(var, used[level - 1, parent])
-                children[parent].append(var)
-        for (lvl, domain), var in used.items():
-            if lvl == level - 1:
-                model.add_bool_or(children[domain]).only_enforce_if(var)
 
 
 def _add_covers(model: cp_model.CpModel, instance: Instance, v: _Vars) -> None:

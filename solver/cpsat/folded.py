@@ -1,7 +1,7 @@
 """CP-SAT for single-shape gangs: progressive deepening over the levels, with the bottom
 level folded into its parents.
 
-Stage l of the lexicographic objective (DESIGN §4) only needs levels 0..l: any choice of
+Stage l of the lexicographic objective (docs/design.md) only needs levels 0..l: any choice of
 level-l domains whose capacities hold the gang can be completed below, because a domain's
 capacity is the sum of its children's. So each stage gets its own small model, over
 *viable* domains only. After stage l is solved with optimum k_l, a level-l domain d is
@@ -39,16 +39,20 @@ from typing import Any
 import numpy as np
 from ortools.sat.python import cp_model
 
-from solver.cpsat import CpsatResult, add_tree_links
+from solver.cpsat.common import (
+    PROVEN_BY_BOUND,
+    PROVEN_BY_ENUMERATION,
+    CpsatResult,
+    add_tree_links,
+    configure,
+)
 from solver.greedy import pick
 from solver.instance import NODE_LEVEL, Instance, cover_count
 from solver.plan import NodePlan
 from solver.request import SolverConfig
-from solver.stages import PROVEN_BY_BOUND
 from solver.subsets import best_fit_subset
 from topology.snapshot import DomainTree, IntArray
 
-PROVEN_BY_ENUMERATION = "OPTIMAL (enumerated)"
 COMBO_LIMIT = 40
 """Most subproblems one stage is split into (sets of used domains at the split level)."""
 BEST_FIT_SHARE = 0.25
@@ -56,6 +60,53 @@ BEST_FIT_SHARE = 0.25
 
 Loads = list[dict[int, int]]
 """loads[level] = {domain: pods placed in it}: a placement seen at domain granularity."""
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """What the stages so far have established, as a value: `counts[l]` is the proven
+    optimum at level l, `viable[l]` the level-l domains that can still belong to an
+    optimal placement. Every step that learns something returns a new Frontier; nothing
+    is saved and restored around a trial (a combo's narrowed frontier is simply dropped)."""
+
+    counts: tuple[int, ...] = ()
+    viable: tuple[IntArray, ...] = ()
+
+    def anchor(self, level: int) -> int | None:
+        """The deepest level above `level` where the gang uses exactly one domain: every
+        domain the gang uses below it shares that one ancestor."""
+        for upper in range(level - 1, -1, -1):
+            if self.counts[upper] == 1:
+                return upper
+        return None
+
+    def proven(self, count: int, viable: IntArray) -> Frontier:
+        """One level deeper: its optimum and its viable domains."""
+        return Frontier((*self.counts, count), (*self.viable, viable))
+
+    def restricted(self, tree: DomainTree, upper: int, kept: IntArray) -> Frontier:
+        """Only `kept` stays viable at `upper`, and below it only their descendants."""
+        viable = list(self.viable)
+        viable[upper] = kept
+        for lvl in range(upper + 1, len(viable)):
+            ids = viable[lvl]
+            viable[lvl] = ids[np.isin(ancestors(tree, lvl, ids, upper), kept)]
+        return Frontier(self.counts, tuple(viable))
+
+    def narrowed(self, tree: DomainTree, upper: int, combo: tuple[int, ...]) -> Frontier:
+        """The combo's domains at `upper`, their ancestors above and descendants below."""
+        chosen = np.asarray(combo, dtype=np.int64)
+        inside = self.restricted(tree, upper, chosen)
+        above = tuple(np.unique(ancestors(tree, upper, chosen, lvl)) for lvl in range(upper))
+        return Frontier(self.counts, above + inside.viable[upper:])
+
+
+def ancestors(tree: DomainTree, level: int, ids: IntArray, upper: int) -> IntArray:
+    """Each level-`level` domain's ancestor at level `upper`."""
+    out = ids
+    for lvl in range(level, upper, -1):
+        out = tree.parent_of[lvl][out]
+    return out
 
 
 @dataclass
@@ -81,42 +132,27 @@ class _Deepening:
                                      for level in range(self.tree.depth)]
         self.free: list[IntArray] = [instance.domain_free[level][:, 0]
                                      for level in range(self.tree.depth)]
-        self.viable: list[IntArray] = []
-        self.counts: list[int] = []
         # One solver for every model of the run (creating one costs ~1 ms); its results
         # are copied out right after each solve.
         self.solver = cp_model.CpSolver()
 
     # -- candidates ----------------------------------------------------------------
-    def candidates(self, level: int) -> IntArray:
+    def candidates(self, frontier: Frontier, level: int) -> IntArray:
+        """Level-`level` domains with room whose parent is still viable."""
         ids = np.flatnonzero(self.caps[level] > 0)
         if level > 0:
             parents = self.tree.parent_of[level][ids]
-            ids = ids[np.isin(parents, self.viable[level - 1])]
+            ids = ids[np.isin(parents, frontier.viable[level - 1])]
         return ids
 
-    def anchor(self, level: int) -> int | None:
-        """The deepest level above `level` where the gang uses exactly one domain: every
-        domain the gang uses below it shares that one ancestor."""
-        for upper in range(level - 1, -1, -1):
-            if self.counts[upper] == 1:
-                return upper
-        return None
-
-    def ancestors(self, level: int, ids: IntArray, upper: int) -> IntArray:
-        out = ids
-        for lvl in range(level, upper, -1):
-            out = self.tree.parent_of[lvl][out]
-        return out
-
-    def prune(self, level: int, ids: IntArray, count: int) -> IntArray:
+    def prune(self, frontier: Frontier, level: int, ids: IntArray, count: int) -> IntArray:
         """Keeps the domains that can belong to `count` domains holding the gang. The
         companions of a domain come from under the same anchor ancestor, when there is
         one (a necessary condition, so no optimal placement is cut off)."""
         if count <= 0 or len(ids) == 0:
             return ids
-        upper = self.anchor(level)
-        groups = (self.ancestors(level, ids, upper) if upper is not None
+        upper = frontier.anchor(level)
+        groups = (ancestors(self.tree, level, ids, upper) if upper is not None
                   else np.zeros(len(ids), dtype=np.int64))
         keep = np.zeros(len(ids), dtype=bool)
         for group in np.unique(groups).tolist():
@@ -130,41 +166,39 @@ class _Deepening:
             keep[inside] = with_companions >= self.need
         return ids[keep]
 
-    def bound_anchors(self, level: int, incumbent: int | None) -> None:
+    def bound_anchors(self, frontier: Frontier, level: int,
+                      incumbent: int | None) -> Frontier:
         """Drops anchor domains under which the stage at `level` cannot beat the
         incumbent: their own lower bound (fewest level-`level` domains inside them that
         hold the gang) is already worse. Branch-and-bound's pruning, done up front."""
-        upper = self.anchor(level)
+        upper = frontier.anchor(level)
         if upper is None:
-            return
-        ids = self.candidates(level)
-        groups = self.ancestors(level, ids, upper)
+            return frontier
+        ids = self.candidates(frontier, level)
+        groups = ancestors(self.tree, level, ids, upper)
         kept = []
-        for group in self.viable[upper].tolist():
+        for group in frontier.viable[upper].tolist():
             inside = ids[groups == group]
             bound = cover_count(self.caps[level][inside], self.need)
             if bound is not None and (incumbent is None or bound <= incumbent):
                 kept.append(group)
-        self.viable[upper] = np.asarray(kept, dtype=np.int64)
-        for lvl in range(upper + 1, level):
-            ids_l = self.viable[lvl]
-            self.viable[lvl] = ids_l[np.isin(self.ancestors(lvl, ids_l, upper), kept)]
+        return frontier.restricted(self.tree, upper, np.asarray(kept, dtype=np.int64))
 
     # -- models --------------------------------------------------------------------
-    def build(self, upto: int, rack_stage: bool) -> _Model:
+    def build(self, frontier: Frontier, upto: int, rack_stage: bool) -> _Model:
         """Variables for viable domains of levels < upto and candidates at `upto` (or,
         in the rack stage, the rack parents with their folded rack curves)."""
         model = cp_model.CpModel()
         used: dict[tuple[int, int], cp_model.IntVar] = {}
         top_level = upto - 1 if rack_stage else upto
         for level in range(top_level + 1):
-            ids = self.viable[level] if level < upto else self.candidates(level)
+            ids = frontier.viable[level] if level < upto else self.candidates(frontier, level)
             for domain in ids.tolist():
                 used[level, domain] = model.new_bool_var(f"u{level}_{domain}")
         pods: dict[int, cp_model.IntVar] = {}
         racks: dict[int, cp_model.IntVar] = {}
         if rack_stage:
-            for group, members in self.rack_groups().items():
+            for group, members in self.rack_groups(frontier).items():
                 caps_desc = sorted((cap for _, cap in members), reverse=True)
                 capacity = min(sum(caps_desc), self.need)
                 pods[group] = model.new_int_var(0, capacity, f"p{group}")
@@ -196,25 +230,27 @@ class _Deepening:
         for level in range(top_level + 1):
             model.add(sum(int(self.caps[level][d]) * var
                           for (lvl, d), var in used.items() if lvl == level) >= self.need)
-            if level < len(self.counts):
+            if level < len(frontier.counts):
                 model.add(sum(var for (lvl, _), var in used.items() if lvl == level)
-                          == self.counts[level])
+                          == frontier.counts[level])
         required = self.instance.required
         if required is not None and required <= top_level:
             model.add(sum(var for (lvl, _), var in used.items() if lvl == required) == 1)
         return _Model(model, used, pods, racks)
 
-    def children_of_single_parent(self, level: int) -> tuple[int, str, Loads] | None:
+    def children_of_single_parent(self, frontier: Frontier,
+                                  level: int) -> tuple[int, str, Loads, Frontier] | None:
         """When the gang uses one domain at the level right above, stage `level` needs no
         search: inside one parent the fewest children is their largest-first prefix, so
         the optimum is the best such prefix over the viable parents; parents that need
-        more are dropped. Returns (count, status, an incumbent at that count)."""
-        if level == 0 or self.counts[level - 1] != 1:
+        more are dropped. Returns (count, status, an incumbent at that count, the
+        frontier with only the winning parents viable)."""
+        if level == 0 or frontier.counts[level - 1] != 1:
             return None
-        ids = self.candidates(level)
+        ids = self.candidates(frontier, level)
         parents = self.tree.parent_of[level][ids]
         needed: dict[int, int] = {}
-        for parent in self.viable[level - 1].tolist():
+        for parent in frontier.viable[level - 1].tolist():
             count = cover_count(self.caps[level][ids[parents == parent]], self.need)
             if count is not None:
                 needed[parent] = count
@@ -222,7 +258,8 @@ class _Deepening:
             return None
         best = min(needed.values())
         winners = sorted(p for p, c in needed.items() if c == best)
-        self.viable[level - 1] = np.asarray(winners, dtype=np.int64)
+        frontier = frontier.restricted(self.tree, level - 1,
+                                       np.asarray(winners, dtype=np.int64))
         # An incumbent: the first winning parent's children, largest first.
         chosen = ids[parents == winners[0]]
         loads: Loads = [{} for _ in range(self.tree.depth)]
@@ -232,18 +269,19 @@ class _Deepening:
             for domain, amount in loads[lvl + 1].items():
                 parent = int(self.tree.parent_of[lvl + 1][domain])
                 loads[lvl][parent] = loads[lvl].get(parent, 0) + amount
-        return best, PROVEN_BY_ENUMERATION, self.extend(loads, level)
+        return best, PROVEN_BY_ENUMERATION, self.extend(loads, level), frontier
 
-    def single_parent_racks(self) -> int | None:
+    def single_parent_racks(self, frontier: Frontier) -> tuple[int, Frontier] | None:
         """When the gang uses one domain at the racks' parent level (or the tree has one
         level), the rack stage needs no search: the fewest racks is the best over the
         viable parents of their largest-first prefix; parents that need more racks are
-        no longer viable. Returns that count, or None when the shortcut does not apply."""
+        no longer viable. Returns that count and the narrowed frontier, or None when the
+        shortcut does not apply."""
         group_level = self.bottom - 1
-        if group_level >= 0 and self.counts[group_level] != 1:
+        if group_level >= 0 and frontier.counts[group_level] != 1:
             return None
         needed: dict[int, int] = {}
-        for group, members in self.rack_groups().items():
+        for group, members in self.rack_groups(frontier).items():
             count = cover_count(np.asarray([cap for _, cap in members], dtype=np.int64),
                                 self.need)
             if count is not None:
@@ -253,24 +291,13 @@ class _Deepening:
         best = min(needed.values())
         if group_level >= 0:
             keep = np.asarray(sorted(g for g, c in needed.items() if c == best), dtype=np.int64)
-            self.viable[group_level] = keep
-        return best
+            frontier = frontier.restricted(self.tree, group_level, keep)
+        return best, frontier
 
-    def narrow(self, upper: int, combo: tuple[int, ...], level: int) -> None:
-        """Restricts the viable sets to the combo's domains, their ancestors and their
-        descendants."""
-        chosen = np.asarray(combo, dtype=np.int64)
-        self.viable[upper] = chosen
-        for lvl in range(upper):
-            self.viable[lvl] = np.unique(self.ancestors(upper, chosen, lvl))
-        for lvl in range(upper + 1, min(level, len(self.viable))):
-            ids = self.viable[lvl]
-            self.viable[lvl] = ids[np.isin(self.ancestors(lvl, ids, upper), chosen)]
-
-    def rack_groups(self) -> dict[int, list[tuple[int, int]]]:
+    def rack_groups(self, frontier: Frontier) -> dict[int, list[tuple[int, int]]]:
         """Rack parent -> its candidate racks as (rack, capacity), in tree order."""
         groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        racks = self.candidates(self.bottom)
+        racks = self.candidates(frontier, self.bottom)
         parents = (self.tree.parent_of[self.bottom][racks] if self.bottom > 0
                    else np.zeros(len(racks), dtype=np.int64))
         for rack, parent in zip(racks.tolist(), parents.tolist(), strict=True):
@@ -327,18 +354,8 @@ class _Deepening:
             return None
         built.model.minimize(cp_model.LinearExpr.weighted_sum(
             [v for _, v in objective], [c for c, _ in objective]))
-        solver = self.solver
-        params = solver.parameters
-        params.num_workers = max(1, self.config.workers)
-        params.random_seed = self.config.seed
-        params.linearization_level = 2
-        params.max_time_in_seconds = remaining
-        # The models are small and already tight: CP-SAT's probing and repeated presolve
-        # passes cost more than they find here (measured: 0.7 s -> 0.15 s per stage).
-        params.cp_model_probing_level = 0
-        params.symmetry_level = 0
-        params.max_presolve_iterations = 1
-        return solver, solver.solve(built.model)
+        configure(self.solver, self.config, remaining, small_models=True)
+        return self.solver, self.solver.solve(built.model)
 
     def loads_from_solution(self, built: _Model, values: dict[int, int], level: int) -> Loads:
         loads: Loads = [{} for _ in range(self.tree.depth)]
@@ -371,67 +388,67 @@ class _StageOutcome:
     values: dict[int, int]
 
 
-def _split(run: _Deepening, level: int) -> tuple[int | None, list[tuple[int, ...]]]:
+def _split(run: _Deepening, frontier: Frontier,
+           level: int) -> tuple[int | None, list[tuple[int, ...]]]:
     """Where to split stage `level` into independent subproblems: the deepest level above
     it whose possible sets of used domains are few (at most COMBO_LIMIT), e.g. the one
     zone, or the three layer-1 domains of a large gang. Each set (a *combo*) consistent
     with the counts above it fixes the upper structure of its subproblem."""
+    tree = run.tree
     for upper in range(level - 1, -1, -1):
-        count, ids = run.counts[upper], run.viable[upper]
+        count, ids = frontier.counts[upper], frontier.viable[upper]
         # With one domain used at an anchor level above, a combo lies under one anchor.
-        anchor = run.anchor(upper)
-        pools = ([ids[run.ancestors(upper, ids, anchor) == a] for a in run.viable[anchor]]
-                 if anchor is not None else [ids])
+        anchor = frontier.anchor(upper)
+        pools = ([ids[ancestors(tree, upper, ids, anchor) == a]
+                  for a in frontier.viable[anchor]] if anchor is not None else [ids])
         if sum(math.comb(len(pool), count) for pool in pools) > COMBO_LIMIT:
             continue
         combos = []
         for pool in pools:
             for combo in itertools.combinations(pool.tolist(), count):
                 chosen = np.asarray(combo, dtype=np.int64)
-                if all(len(np.unique(run.ancestors(upper, chosen, above))) == run.counts[above]
-                       for above in range(upper)):
+                if all(len(np.unique(ancestors(tree, upper, chosen, above)))
+                       == frontier.counts[above] for above in range(upper)):
                     combos.append(combo)
         return upper, combos
     return None, [()]
 
 
-def _solve_stage(run: _Deepening, level: int, rack_stage: bool,
+def _solve_stage(run: _Deepening, frontier: Frontier, level: int, rack_stage: bool,
                  objective: Callable[[_Model], list[tuple[int, cp_model.IntVar]]],
                  fixed_racks: int | None, loads: Loads | None,
-                 slice_s: float | None = None) -> _StageOutcome | str:
+                 slice_s: float | None = None) -> tuple[_StageOutcome | str, Frontier]:
     """One stage, split into independent subproblems by `_split`, solved in order of
     their own lower bound (fewest stage-level domains under the combo, other levels
     ignored) until that bound exceeds the best value found: exact branch and bound over
-    small models. Every combo that ties stays viable for the next stage."""
-    upper, combos = _split(run, level)
+    small models. Every combo that ties stays viable in the frontier returned (the
+    outcome, or the failure's status, comes with it)."""
+    upper, combos = _split(run, frontier, level)
     # A slice bounds the whole stage, however many subproblems it splits into.
     stage_deadline = time.perf_counter() + slice_s if slice_s is not None else None
     bounds_by_combo: dict[tuple[int, ...], int] = {}
     if upper is not None:
-        ids = run.candidates(level)
-        groups = run.ancestors(level, ids, upper)
+        ids = run.candidates(frontier, level)
+        groups = ancestors(run.tree, level, ids, upper)
         for combo in combos:
             bound = cover_count(run.caps[level][ids[np.isin(groups, combo)]], run.need)
             if bound is not None:
                 bounds_by_combo[combo] = bound
         combos = sorted(bounds_by_combo, key=lambda c: (bounds_by_combo[c], c))
-    saved = list(run.viable)
     best: _StageOutcome | None = None
     winners: set[int] = set()
     failure = "INFEASIBLE"
     for combo in combos:
         if best is not None and upper is not None and bounds_by_combo[combo] > best.value:
             break
-        if upper is not None:
-            run.narrow(upper, combo, level)
-        built = run.build(level, rack_stage=rack_stage)
+        trial = frontier.narrowed(run.tree, upper, combo) if upper is not None else frontier
+        built = run.build(trial, level, rack_stage=rack_stage)
         if fixed_racks is not None:
             built.model.add(sum(built.racks.values()) == fixed_racks)
         if loads is not None:
             run.hint(built, loads, rack_stage=rack_stage)
         left = stage_deadline - time.perf_counter() if stage_deadline is not None else None
         outcome = run.solve(built, objective(built), left)
-        run.viable = list(saved)
         if outcome is None or outcome[1] not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if outcome is None or outcome[1] == cp_model.UNKNOWN:
                 failure = "UNKNOWN"
@@ -449,23 +466,21 @@ def _solve_stage(run: _Deepening, level: int, rack_stage: bool,
             best.status = solver.status_name(code)
             break
     if best is None:
-        return failure
+        return failure, frontier
     if upper is not None:
-        kept = sorted(winners)
-        run.viable[upper] = np.asarray(kept, dtype=np.int64)
-        for lvl in range(upper + 1, len(run.viable)):
-            ids_l = run.viable[lvl]
-            run.viable[lvl] = ids_l[np.isin(run.ancestors(lvl, ids_l, upper), kept)]
-    return best
+        frontier = frontier.restricted(run.tree, upper,
+                                       np.asarray(sorted(winners), dtype=np.int64))
+    return best, frontier
 
 
-def solve_aggregated(instance: Instance, config: SolverConfig, hint: NodePlan | None,
+def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None,
                      deadline: float, bounds: dict[str, int | None]) -> CpsatResult:
     started = time.perf_counter()
     run = _Deepening(instance, config, deadline, bounds)
     tree = run.tree
     stages: list[tuple[str, int, str]] = []
     loads = run.loads_from_plan(hint) if hint is not None else None
+    frontier = Frontier()
 
     def counts_at(level: int) -> Callable[[_Model], list[tuple[int, cp_model.IntVar]]]:
         return lambda built: [(1, v) for v in built.count_terms(level)]
@@ -477,12 +492,13 @@ def solve_aggregated(instance: Instance, config: SolverConfig, hint: NodePlan | 
         if incumbent is not None and incumbent == bounds.get(key):
             count, status = incumbent, PROVEN_BY_BOUND
         else:
-            run.bound_anchors(level, incumbent)
-            exact = run.children_of_single_parent(level)
+            frontier = run.bound_anchors(frontier, level, incumbent)
+            exact = run.children_of_single_parent(frontier, level)
             if exact is not None:
-                count, status, loads = exact
+                count, status, loads, frontier = exact
             else:
-                outcome = _solve_stage(run, level, False, counts_at(level), None, loads)
+                outcome, frontier = _solve_stage(run, frontier, level, False, counts_at(level),
+                                                 None, loads)
                 if isinstance(outcome, str):
                     return _give_up(hint, _failure_status(outcome, hint), stages, started)
                 count, status = outcome.value, outcome.status
@@ -491,45 +507,49 @@ def solve_aggregated(instance: Instance, config: SolverConfig, hint: NodePlan | 
             if not status.startswith("OPTIMAL"):
                 return _give_up(hint, "FEASIBLE", [*stages, (key, count, status)], started)
         stages.append((key, count, status))
-        run.counts.append(count)
-        run.viable.append(run.prune(level, run.candidates(level), count))
+        frontier = frontier.proven(count, run.prune(frontier, level,
+                                                    run.candidates(frontier, level), count))
 
     # Rack stage (folded into the racks' parents), then best fit with every count fixed.
     rack_key = tree.levels[run.bottom]
-    run.bound_anchors(run.bottom, len(loads[run.bottom]) if loads is not None else None)
-    racks = run.single_parent_racks()
+    frontier = run.bound_anchors(frontier, run.bottom,
+                                 len(loads[run.bottom]) if loads is not None else None)
+    single = run.single_parent_racks(frontier)
     incumbent_racks = len(loads[run.bottom]) if loads is not None else None
-    if racks is not None:
+    if single is not None:
+        racks, frontier = single
         stages.append((rack_key, racks, PROVEN_BY_ENUMERATION))
     elif incumbent_racks is not None and incumbent_racks == bounds.get(rack_key):
         racks = incumbent_racks
         stages.append((rack_key, racks, PROVEN_BY_BOUND))
     else:
-        outcome = _solve_stage(run, run.bottom, True,
-                               lambda built: [(1, v) for v in built.racks.values()], None, loads)
+        outcome, frontier = _solve_stage(run, frontier, run.bottom, True,
+                                         lambda built: [(1, v) for v in built.racks.values()],
+                                         None, loads)
         if isinstance(outcome, str):
             return _give_up(hint, _failure_status(outcome, hint), stages, started)
         racks = outcome.value
         stages.append((rack_key, racks, outcome.status))
         if outcome.status != "OPTIMAL":
-            return CpsatResult(_extract(run, outcome.built, outcome.values), "FEASIBLE",
-                               tuple(stages), 0.0, time.perf_counter() - started)
+            return CpsatResult(_extract(run, frontier, outcome.built, outcome.values),
+                               "FEASIBLE", tuple(stages), 0.0, time.perf_counter() - started)
     # Best fit is the last tie-break: it gets a bounded slice of the time and whether it
     # was proven is reported on its own stage; `status` certifies the domain counts.
-    fit = _solve_stage(
-        run, run.bottom, True,
+    fit, fitted = _solve_stage(
+        run, frontier, run.bottom, True,
         lambda built: [(int(run.free[lvl][d]), v) for (lvl, d), v in built.used.items()]
         or [(1, v) for v in built.racks.values()],
         racks, loads, max(0.05, BEST_FIT_SHARE * config.time_limit_s))
     if isinstance(fit, str):
         # No solution in the slice: any placement with the proven counts will do.
-        fit = _solve_stage(run, run.bottom, True,
-                           lambda built: [(1, v) for v in built.racks.values()], racks, loads)
+        fit, fitted = _solve_stage(run, frontier, run.bottom, True,
+                                   lambda built: [(1, v) for v in built.racks.values()],
+                                   racks, loads)
         if isinstance(fit, str):
             return _give_up(hint, _failure_status(fit, hint), stages, started)
     else:
         stages.append(("best_fit", fit.value, fit.status))
-    plan = _extract(run, fit.built, fit.values)
+    plan = _extract(run, fitted, fit.built, fit.values)
     stages.append(_node_stage(instance, plan, bounds))
     return CpsatResult(plan, "OPTIMAL", tuple(stages), 0.0, time.perf_counter() - started)
 
@@ -544,12 +564,6 @@ def _all_vars(built: _Model) -> list[cp_model.IntVar]:
     return [*built.used.values(), *built.pods.values(), *built.racks.values()]
 
 
-def _hint_values(built: _Model, values: dict[int, int]) -> None:
-    built.model.clear_hints()  # type: ignore[no-untyped-call]
-    for var in _all_vars(built):
-        built.model.add_hint(var, values[var.index])
-
-
 def _give_up(hint: NodePlan | None, status: str, stages: list[tuple[str, int, str]],
              started: float) -> CpsatResult:
     """Out of time (or proven infeasible): the incumbent greedy plan if any, flagged."""
@@ -557,10 +571,11 @@ def _give_up(hint: NodePlan | None, status: str, stages: list[tuple[str, int, st
     return CpsatResult(plan, status, tuple(stages), 0.0, time.perf_counter() - started)
 
 
-def _extract(run: _Deepening, built: _Model, values: dict[int, int]) -> NodePlan:
+def _extract(run: _Deepening, frontier: Frontier, built: _Model,
+             values: dict[int, int]) -> NodePlan:
     tree, bottom = run.tree, run.bottom
     node_caps = np.minimum(run.instance.capacity[:, 0], run.need)
-    groups = run.rack_groups()
+    groups = run.rack_groups(frontier)
     placed: dict[int, int] = {}
     for group in sorted(built.pods):
         want, count = values[built.pods[group].index], values[built.racks[group].index]

@@ -15,15 +15,21 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 import urllib3
 
-from scheduler.errors import ApiError, ApiUnavailable
-from topology.gcpause import gc_paused
+from gcpause import gc_paused
+from kube.errors import ApiError, ApiUnavailable
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+"""Answers that say nothing about the request itself: overload and server trouble."""
+
+
+def transient(status: int) -> bool:
+    """A failure worth retrying unchanged: overload, a server error or no answer (0)."""
+    return status == 0 or status in RETRYABLE_STATUS
 
 
 @dataclass(frozen=True)
@@ -77,22 +83,6 @@ def _error_from(method: str, path: str, status: int, data: bytes, headers: Any) 
         except ValueError:
             retry_after = None
     return ApiError(method, path, status, reason, message, retry_after)
-
-
-def api_path(
-    group: str, version: str, resource: str, namespace: str | None = None,
-    name: str | None = None, subresource: str | None = None,
-) -> str:
-    """/api/v1/... for the core group, /apis/GROUP/VERSION/... otherwise."""
-    parts = ["/api", version] if group in ("", "core") else ["/apis", group, version]
-    if namespace:
-        parts += ["namespaces", quote(namespace, safe="")]
-    parts.append(resource)
-    if name:
-        parts.append(quote(name, safe=""))
-    if subresource:
-        parts.append(subresource)
-    return "/".join(parts)
 
 
 class KubeClient:

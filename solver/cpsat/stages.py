@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from solver.cpsat.common import PROVEN_BY_BOUND, configure
 from solver.request import SolverConfig
-
-PROVEN_BY_BOUND = "OPTIMAL (bound)"
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,6 @@ def run_stages(model: cp_model.CpModel, stages: Sequence[Stage],
                variables: Sequence[cp_model.IntVar], incumbent: dict[int, int] | None,
                config: SolverConfig, deadline: float) -> StagedResult:
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = max(1, config.workers)
-    solver.parameters.random_seed = config.seed
-    solver.parameters.linearization_level = 2
     done: list[tuple[str, int, str]] = []
     values = dict(incumbent) if incumbent is not None else None
     for stage in stages:
@@ -68,7 +64,7 @@ def run_stages(model: cp_model.CpModel, stages: Sequence[Stage],
             return StagedResult("FEASIBLE" if values else "UNKNOWN", tuple(done), values)
         _hint(model, variables, values)
         model.minimize(stage.objective)
-        solver.parameters.max_time_in_seconds = remaining
+        configure(solver, config, remaining)
         code = solver.solve(model)
         if code == cp_model.INFEASIBLE:
             return StagedResult("INFEASIBLE", tuple(done), None)

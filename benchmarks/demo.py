@@ -20,12 +20,13 @@ from typing import Any
 
 import yaml
 
+from kube import KubeClient
+from kube.resources import NODES, PODS, SERVICES, STATEFULSETS
 from localcluster.binaries import REPO
 from localcluster.bulk import wait_until
 from localcluster.cluster import LocalCluster
 from localcluster.synthnodes import populate
-from scheduler.gangs import gang_from_workload
-from scheduler.kube import KubeClient, api_path
+from scheduler.offline import request_from_workload
 from solver.assign import measure
 from solver.instance import NODE_LEVEL
 from solver.result import Assignment
@@ -46,23 +47,23 @@ def _free_port() -> int:
 
 
 def _snapshot(kube: KubeClient, exclude_app: str | None = None) -> Any:
-    nodes = [node_from_json(n) for n in kube.list_all(api_path("", "v1", "nodes"))[0]]
-    pods = [pod_from_json(p) for p in kube.list_all(api_path("", "v1", "pods"))[0]
+    nodes = [node_from_json(n) for n in kube.list_all(NODES.path())[0]]
+    pods = [pod_from_json(p) for p in kube.list_all(PODS.path())[0]
             if (p["metadata"].get("labels") or {}).get("app") != exclude_app]
     return build_snapshot(nodes, usage_from_pods(pods), resolve_preset("aws"))
 
 
-def _run_statefulset(kube: KubeClient, sts: dict[str, Any]) -> tuple[float, list[dict]]:
+def _run_statefulset(kube: KubeClient, sts: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
     """Creates the StatefulSet and waits until every pod is bound; returns the seconds
     from creation to all bound (observed through the API) and the pods."""
     namespace, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
     replicas = sts["spec"]["replicas"]
     started = time.monotonic()
-    kube.create(api_path("apps", "v1", "statefulsets", namespace), sts)
+    kube.create(STATEFULSETS.path(namespace), sts)
     selector = {"labelSelector": f"app={sts['spec']['selector']['matchLabels']['app']}"}
 
-    def bound() -> list[dict]:
-        items, _ = kube.list_all(api_path("", "v1", "pods", namespace), selector)
+    def bound() -> list[dict[str, Any]]:
+        items, _ = kube.list_all(PODS.path(namespace), selector)
         return [p for p in items if p["spec"].get("nodeName")]
 
     wait_until(lambda: len(bound()) == replicas, 240, f"{replicas} pods of {name} bound",
@@ -70,7 +71,8 @@ def _run_statefulset(kube: KubeClient, sts: dict[str, Any]) -> tuple[float, list
     return time.monotonic() - started, bound()
 
 
-def _metrics(kube: KubeClient, pods: list[dict], lower_bound: dict) -> Any:
+def _metrics(kube: KubeClient, pods: list[dict[str, Any]],
+             lower_bound: dict[str, int | None]) -> Any:
     tree = _snapshot(kube).tree
     assignments = tuple(
         Assignment(p["metadata"]["name"], int(p["metadata"]["labels"].get(
@@ -91,7 +93,7 @@ def _print_metrics(title: str, seconds: float, metrics: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcluster.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__)
     parser.add_argument("--nodes", type=int, default=2048)
     parser.add_argument("--occupancy", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=7)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
               f"all Ready {done.ready_s:.1f}s later")
         if done.load:
             print(f"{done.load.created} pods of existing load bound across the fleet")
-        nodes, _ = kube.list_all(api_path("", "v1", "nodes"))
+        nodes, _ = kube.list_all(NODES.path())
         version = kube.get("/version")["gitVersion"]
         print(f"\nNetwork topology read back from kube-apiserver {version} "
               f"({len(nodes)} nodes, preset aws):\n")
@@ -128,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         documents = list(yaml.safe_load_all(EXAMPLE.read_text()))
         sts = next(d for d in documents if d["kind"] == "StatefulSet")
         service = next(d for d in documents if d["kind"] == "Service")
-        kube.create(api_path("", "v1", "services", "default"), service)
+        kube.create(SERVICES.path("default"), service)
         # The optimum's lower bounds, from the same cluster state, offline.
-        offline = solve(gang_from_workload(sts), _snapshot(kube))
+        offline = solve(request_from_workload(sts), _snapshot(kube))
         lower = offline.metrics.lower_bound if offline.status == "placed" else {}
         time.sleep(2)  # phalanx run: caches synced
         seconds, pods = _run_statefulset(kube, sts)
@@ -139,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  scheduler log: {log}")
 
         # The same job through kube-scheduler, on the same free capacity.
-        kube.delete(api_path("apps", "v1", "statefulsets", "default", "train"))
-        wait_until(lambda: not kube.list_all(api_path("", "v1", "pods", "default"),
+        kube.delete(STATEFULSETS.path("default", "train"))
+        wait_until(lambda: not kube.list_all(PODS.path("default"),
                                              {"labelSelector": "app=train"})[0],
                    120, "phalanx's pods gone")
         contrast = copy.deepcopy(sts)

@@ -1,0 +1,282 @@
+"""The scheduling cycle: every ready gang in queue order, then the single pods.
+
+One gang's cycle, in named phases (kube-scheduler's schedule_one.go, at gang
+granularity), each a method below:
+
+    admit -> solve -> assume -> bind -> settle -> report
+             \\-- does not fit ----------------> report (once per reason)
+
+- admit: an invalid gang is reported; one without enough ungated members waits; one that
+  did not fit waits until something it depends on moved (`_worth_solving`).
+- solve: the whole gang, or only the missing members next to the running ones.
+- assume: every chosen pod takes its room in the cache before any bind returns.
+- bind: all pods concurrently; binds refused because this instance stopped leading are
+  not failures and leave the rest to the new leader.
+- settle: failed binds are forgotten (their room freed, their node remembered) and the
+  gang repaired next cycle, at once.
+- report: `scheduler.report`, the one place a decision becomes Events, status and a log.
+
+Collaborators (cluster cache, object lookup, binder, recorder, clock, leadership) are
+passed in; nothing here talks to the API server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from scheduler.cache import ClusterCache
+from scheduler.collaborators import Binder, BindResult, Clock, Leadership, Recorder
+from scheduler.config import Config
+from scheduler.discovery import discover
+from scheduler.gang import Gang, GangKey
+from scheduler.metrics import SchedulerMetrics
+from scheduler.report import EventReason, Reporter, not_placed, placed, timed_out
+from scheduler.request import request_for
+from scheduler.singles import SinglePods
+from scheduler.sources import GangSource, ObjectLookup, sources
+from scheduler.state import Attempt, GangPhase, GangRecord
+from solver.errors import BadRequest
+from solver.explain import PlacementExplanation, explain_placement, remedies
+from solver.nearby import home_shortfall, place_near
+from solver.reasons import FitCode
+from solver.request import GangRequest, SolverConfig
+from solver.result import Placement, Unschedulable
+from solver.solve import solve
+from topology.snapshot import TopologySnapshot
+
+log = logging.getLogger("phalanx.scheduler")
+PRUNE_EVERY_S = 10.0
+
+
+class Scheduler:
+    def __init__(self, config: Config, cluster: ClusterCache, objects: ObjectLookup,
+                 binder: Binder, recorder: Recorder, clock: Clock, leadership: Leadership,
+                 metrics: SchedulerMetrics,
+                 gang_sources: Sequence[GangSource] | None = None) -> None:
+        self.config, self.cluster, self.objects = config, cluster, objects
+        self.binder, self.clock, self.leadership, self.metrics = (binder, clock, leadership,
+                                                                  metrics)
+        self.sources = tuple(gang_sources if gang_sources is not None
+                             else sources(config.accelerators))
+        self.reporter = Reporter(recorder)
+        self.singles = SinglePods(cluster, binder, self.reporter, metrics)
+        self.records: dict[GangKey, GangRecord] = {}
+        self.solver_config = SolverConfig(algorithm=config.algorithm,
+                                          time_limit_s=config.solver_time_limit_s)
+        self.repair_due = False
+        """A bind failed this cycle: the next cycle should run at once."""
+        self._pruned_at = -1e18
+
+    # -- one cycle --------------------------------------------------------------------
+    def cycle(self) -> None:
+        self.repair_due = False
+        pods, assumed = self.cluster.all_pods()
+        name = self.config.scheduler_name
+        found = discover(pods, assumed, ours=lambda p: p.scheduler_name == name,
+                         sources=self.sources, objects=self.objects)
+        for gang in sorted(found.gangs, key=lambda g: (-g.priority, g.created, g.key)):
+            if not self.leadership.leading():
+                return  # lost the Lease mid-cycle: the new leader takes it from here
+            self.schedule_gang(gang, found.source_of.get(gang.key, ""))
+        self._prune({gang.key for gang in found.gangs}, {p.key for p in pods})
+        if found.singles and self.leadership.leading():
+            singles = sorted(found.singles, key=lambda p: (-p.priority, p.created, p.key))
+            self.singles.schedule(singles, self.cluster.snapshot())
+        self.reporter.forget_pods({p.key for p in found.singles})
+
+    def schedule_gang(self, gang: Gang, source: str = "") -> None:
+        record = self._track(gang, source)
+        self._check_timeout(gang, record)
+        if not self._admit(gang, record):
+            return
+        request = request_for(gang)
+        snapshot = self.cluster.snapshot()
+        nodes, freed = self.cluster.versions()
+        record.attempt = Attempt(nodes, freed, gang.members_version, self.clock.monotonic())
+        try:
+            result = self._solve(gang, record, request, snapshot)
+        except BadRequest as exc:
+            self._invalid(gang, record, str(exc))
+            return
+        previous = record.result
+        record.result, record.solved_at = result, self.clock.time()
+        self.metrics.solve_seconds.labels(result.status).observe(result.solver.solve_s)
+        if isinstance(result, Unschedulable):
+            self._unschedulable(gang, record, result, len(snapshot.nodes))
+            return
+        chosen = self._assume(gang, result)
+        record.move(GangPhase.BINDING, self.clock.time())
+        results, bind_s = self.binder.bind_all([(pod, node) for pod, node in chosen])
+        self._settle(gang, record, result, results, bind_s)
+        record.explanation, record.remedies = self._explain(request, snapshot, result), ()
+        if result.solver.algorithm == "nearby":
+            record.result = _with_running(previous, result)
+
+    # -- phases -----------------------------------------------------------------------
+    def _track(self, gang: Gang, source: str) -> GangRecord:
+        record = self.records.get(gang.key)
+        if record is None:
+            record = self.records[gang.key] = GangRecord(gang.key)
+            record.move(GangPhase.WAITING, self.clock.time())
+        record.observe(gang, source)
+        return record
+
+    def _admit(self, gang: Gang, record: GangRecord) -> bool:
+        """Whether to solve the gang now; reports why not when there is news."""
+        if gang.spec.error is not None:
+            self._invalid(gang, record, gang.spec.error)
+            return False
+        record.error = ""
+        if not gang.ready:
+            # Members still gated are not placeable; they are named, not counted.
+            waiting_for_gates = len(gang.pending) + len(gang.gated) >= gang.needed
+            record.move(GangPhase.GATED if gang.gated and waiting_for_gates
+                        else GangPhase.WAITING, self.clock.time())
+            return False
+        return self._worth_solving(gang, record)
+
+    def _worth_solving(self, gang: Gang, record: GangRecord) -> bool:
+        """A gang that did not fit is solved again only when something it depends on
+        moved: its members or spec, the nodes, or (merely Unschedulable) room freed or
+        the retry time passed. An Unresolvable gang could not fit even on an empty
+        cluster, so only new nodes or a changed gang can help it."""
+        last = record.attempt
+        if last is None or last.code is None or record.phase is not GangPhase.UNSCHEDULABLE:
+            return True
+        nodes, freed = self.cluster.versions()
+        if last.members != gang.members_version or last.nodes != nodes:
+            return True
+        if last.code is FitCode.UNRESOLVABLE:
+            return False
+        retry_due = self.clock.monotonic() - last.at > self.config.unschedulable_retry_s
+        return last.freed != freed or retry_due
+
+    def _solve(self, gang: Gang, record: GangRecord, request: GangRequest,
+               snapshot: TopologySnapshot) -> Placement | Unschedulable:
+        """A gang with running members gets its missing ones next to them (never moving
+        the running ones); a gang with none is solved whole."""
+        if not gang.peers:
+            return solve(request, snapshot, self.solver_config)
+        request.validate(snapshot.levels)
+        peers = {rank: node for rank, node in gang.peers if node in snapshot.tree.index}
+        if not peers:  # the running members' nodes are gone: nothing to be near
+            return solve(request, snapshot, self.solver_config)
+        near = place_near(request, snapshot, peers, record.failed_nodes)
+        if near is None and record.failed_nodes:
+            # Avoiding nodes where binds failed must never be what keeps a gang pending.
+            record.failed_nodes = {}
+            near = place_near(request, snapshot, peers)
+        if near is not None:
+            return near
+        if request.required_level is not None:
+            return home_shortfall(request, snapshot, peers)
+        # Not even one node fits some member: the whole-gang solver says why.
+        return solve(request, snapshot, self.solver_config)
+
+    def _assume(self, gang: Gang, placement: Placement) -> list[tuple[str, str]]:
+        """The room is taken before any bind returns."""
+        by_name = {p.name: p for p in gang.pending}
+        chosen = [(by_name[a.pod], a.node) for a in placement.assignments]
+        for pod, node in chosen:
+            self.cluster.assume(pod, node)
+        return [(pod.key, node) for pod, node in chosen]
+
+    def _settle(self, gang: Gang, record: GangRecord, placement: Placement,
+                results: list[BindResult], bind_s: float) -> None:
+        record.bind_s = bind_s
+        self.metrics.bind_seconds.observe(bind_s)
+        unsent = [r for r in results if r.unsent]
+        for r in unsent:  # not a failure: this instance stopped leading
+            self.cluster.forget(r.pod)
+        if unsent:
+            results = [r for r in results if not r.unsent]
+            log.info("gang=%s decision=handover unsent=%d message=%r", gang.key, len(unsent),
+                     "lost leadership while binding; the rest is the new leader's")
+            if not results:
+                record.move(GangPhase.WAITING, self.clock.time())
+                return
+        failed = [r for r in results if not r.ok]
+        self.metrics.pods_bound.labels("gang").inc(len(results) - len(failed))
+        by_key = {p.key: p for p in gang.pending}
+        for r in failed:
+            self.metrics.bind_errors.labels(str(r.status)).inc()
+            self.cluster.forget(r.pod)
+            if r.node_specific:
+                name = by_key[r.pod].name
+                record.failed_nodes = {**record.failed_nodes, name: record.failed_nodes.get(
+                    name, frozenset()) | {r.node}}
+        record.bound_pods = gang.bound + len(results) - len(failed)
+        record.move(GangPhase.REPAIRING if failed else GangPhase.BOUND, self.clock.time())
+        if failed:
+            self.repair_due = True  # the next cycle places them next to the rest
+        else:
+            record.failed_nodes = {}
+        self.reporter.report(gang, record, placed(gang, placement, results, bind_s))
+
+    def _unschedulable(self, gang: Gang, record: GangRecord, result: Unschedulable,
+                       nodes: int) -> None:
+        assert record.attempt is not None
+        record.attempt = replace(record.attempt, code=result.diagnosis.code)
+        record.explanation, record.remedies = None, remedies(result.diagnosis)
+        record.move(GangPhase.UNSCHEDULABLE, self.clock.time())
+        message = f"0/{nodes} nodes are available for gang {gang.key}: {result.reason}"
+        self.reporter.report(gang, record, not_placed(
+            gang, EventReason.FAILED_SCHEDULING, result.diagnosis.code.value, message,
+            "unschedulable"))
+
+    def _invalid(self, gang: Gang, record: GangRecord, error: str) -> None:
+        record.error = error
+        record.move(GangPhase.INVALID, self.clock.time())
+        self.reporter.report(gang, record, not_placed(
+            gang, EventReason.INVALID_GANG, EventReason.INVALID_GANG.value, error, "invalid"))
+
+    def _check_timeout(self, gang: Gang, record: GangRecord) -> None:
+        """scheduleTimeoutSeconds: a gang not placed in time gets an Event and starts a
+        new wait (it stays queued: the next capacity change may still place it)."""
+        if gang.spec.timeout_s is None:
+            return
+        now = self.clock.monotonic()
+        if record.waiting_since == 0.0:
+            record.waiting_since = now
+        elif now - record.waiting_since > gang.spec.timeout_s:
+            record.waiting_since = now
+            self.reporter.report(gang, record, timed_out(gang, record.phase.value))
+
+    def _explain(self, request: GangRequest, snapshot: TopologySnapshot,
+                 placement: Placement) -> PlacementExplanation | None:
+        try:
+            return explain_placement(request, snapshot, placement)
+        except Exception:  # an explanation must never cost a placement
+            log.exception("gang=%s: explaining the placement failed", request.name)
+            return None
+
+    def _prune(self, waiting: set[GangKey], live_pods: set[str]) -> None:
+        """Forgets gangs that went away: an unplaced one as soon as it has no members
+        left to place, a placed one (checked every PRUNE_EVERY_S) once none of its pods
+        exists any more."""
+        for key, record in list(self.records.items()):
+            if key not in waiting and not record.phase.placed:
+                del self.records[key]
+        now = self.clock.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        for key, record in list(self.records.items()):
+            if key in waiting or not isinstance(record.result, Placement):
+                continue
+            if not any(f"{key.namespace}/{a.pod}" in live_pods
+                       for a in record.result.assignments):
+                del self.records[key]
+
+
+def _with_running(previous: object, replacement: Placement) -> Placement:
+    """The gang's whole placement after a replacement: the earlier assignments of the
+    members still running, plus the replacements (so explain keeps showing every pod)."""
+    if not isinstance(previous, Placement):
+        return replacement
+    replaced = {a.pod for a in replacement.assignments}
+    kept = [a for a in previous.assignments if a.pod not in replaced]
+    merged = sorted([*kept, *replacement.assignments], key=lambda a: (a.rank, a.pod))
+    return replace(replacement, assignments=tuple(merged))

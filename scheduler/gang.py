@@ -1,0 +1,113 @@
+"""A gang as the shell sees it: its identity, what its source read, and its members now.
+
+`GangKey` is the one identity of a gang everywhere (discovery, records, events, the
+explain API): the kind of object that defines it, its namespace and its name. A Job
+`train` and a StatefulSet `train` in one namespace are two gangs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from kube.resources import ObjectRef
+from topology.records import PodRecord
+
+
+@dataclass(frozen=True, order=True)
+class GangKey:
+    kind: str
+    """What defines the gang: PodGroup, StatefulSet, Job, ..."""
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.kind}/{self.name}"
+
+
+class ConstraintKind(Enum):
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A topology level the gang asked for, and where that was read."""
+
+    kind: ConstraintKind
+    level: str
+    key: str
+    """The annotation it was read from."""
+    source: str
+    """The kind of object carrying that annotation: the gang's object, or Pod."""
+
+
+@dataclass(frozen=True)
+class GangSpec:
+    """What a gang source read from the gang's objects: size, minMember, constraints and
+    the object to report to. `error` names the bad field when the spec cannot be used;
+    such a gang is reported and never placed."""
+
+    ref: ObjectRef
+    min_member: int
+    size: int
+    """Members the gang's object asks for (replicas, parallelism, PodGroup members)."""
+    constraints: tuple[Constraint, ...] = ()
+    timeout_s: float | None = None
+    error: str | None = None
+    version: str = ""
+    """metadata.generation of the object read: moves when its spec changes, not when
+    Phalanx writes its status."""
+
+    def level(self, kind: ConstraintKind) -> str | None:
+        return next((c.level for c in self.constraints if c.kind is kind), None)
+
+
+@dataclass(frozen=True)
+class Gang:
+    """One gang at the start of a cycle: its spec and its members in the cache."""
+
+    key: GangKey
+    spec: GangSpec
+    pending: tuple[PodRecord, ...]
+    """Members waiting to be placed (unbound, not assumed, not gated), rank order."""
+    gated: tuple[PodRecord, ...]
+    """Members that still carry scheduling gates: not placeable until ungated."""
+    bound: int
+    """Members bound in the API server, or assumed by us (bind sent, not yet seen)."""
+    peers: tuple[tuple[int, str], ...] = ()
+    """(rank, node) of those bound members: replacements go next to them."""
+    ranks: tuple[int | None, ...] = ()
+    """Rank of each pending member (None: the source gives it none)."""
+
+    @property
+    def needed(self) -> int:
+        """Pending members required before placement may start."""
+        return max(1, self.spec.min_member - self.bound)
+
+    @property
+    def ready(self) -> bool:
+        return self.spec.error is None and len(self.pending) >= self.needed
+
+    @property
+    def priority(self) -> int:
+        return max((p.priority for p in (*self.pending, *self.gated)), default=0)
+
+    @property
+    def created(self) -> str:
+        return min((p.created for p in (*self.pending, *self.gated)), default="")
+
+    @property
+    def members_version(self) -> tuple[object, ...]:
+        """Changes whenever a member or the spec does: a gang that could not be placed
+        is worth another try when this moves, whatever else stayed the same."""
+        return (self.spec.version, self.bound,
+                tuple(sorted((p.key, p.resource_version) for p in self.pending)))
+
+    def gate_names(self) -> dict[str, int]:
+        """Scheduling gate -> members carrying it."""
+        counts: dict[str, int] = {}
+        for pod in self.gated:
+            for gate in pod.scheduling_gates:
+                counts[gate] = counts.get(gate, 0) + 1
+        return counts

@@ -1,0 +1,94 @@
+"""The watches that keep the cluster cache current: nodes, every unfinished pod, and
+PodGroups once their CRD is served (it may be installed after the scheduler starts).
+
+`synced()` is what /readyz and the cycle ask: listed, and every watch connected; a watch
+that cannot reach the API server makes the cache stale at once (no scheduling)."""
+
+from __future__ import annotations
+
+import time
+
+from kube import KubeClient, Watcher
+from kube.resources import NODES, POD_GROUPS, PODS, Resource
+from scheduler.cache import ClusterCache
+
+UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+OPTIONAL_CHECK_S = 10.0
+"""How often an optional resource that is not served yet is looked for."""
+
+
+class Informers:
+    def __init__(self, kube: KubeClient, cache: ClusterCache,
+                 optional: tuple[Resource, ...] = (POD_GROUPS,)) -> None:
+        self.kube, self.cache, self.optional = kube, cache, optional
+        self.watchers: list[Watcher] = []
+        self._checked: dict[Resource, float] = {}
+
+    def start(self) -> Informers:
+        cache = self.cache
+        self.watchers = [
+            Watcher(self.kube, NODES.path(), name="nodes", convert=cache.parse_nodes,
+                    on_replace=cache.install_nodes, on_event=cache.node_event),
+            Watcher(self.kube, PODS.path(), name="pods", convert=cache.parse_pods,
+                    on_replace=cache.install_pods, on_event=cache.pod_event,
+                    query={"fieldSelector": UNFINISHED}),
+        ]
+        for watcher in self.watchers:
+            watcher.start()
+        self.ensure_optional()
+        return self
+
+    def ensure_optional(self) -> None:
+        """Starts watching each optional resource once it is served; cheap to call every
+        cycle (it asks the API server at most every OPTIONAL_CHECK_S per resource)."""
+        now = time.monotonic()
+        for resource in self.optional:
+            if any(w.name == resource.plural for w in self.watchers):
+                continue
+            if now - self._checked.get(resource, -1e9) < OPTIONAL_CHECK_S:
+                continue
+            self._checked[resource] = now
+            if not self.served(resource):
+                continue
+            self.watchers.append(self._object_watcher(resource).start())
+
+    def _object_watcher(self, resource: Resource) -> Watcher:
+        cache = self.cache
+
+        def replace(items: list[dict[str, object]]) -> None:
+            cache.install_objects(resource, items)
+
+        def event(kind: str, raw: dict[str, object]) -> None:
+            cache.object_event(resource, kind, raw)
+
+        return Watcher(self.kube, resource.path(), name=resource.plural,
+                       on_replace=replace, on_event=event)
+
+    def served(self, resource: Resource) -> bool:
+        try:
+            found = self.kube.get(resource.group_version_path)
+        except Exception:
+            return False
+        return any(r.get("name") == resource.plural for r in found.get("resources") or ())
+
+    def synced(self) -> bool:
+        return bool(self.watchers) and all(w.synced.is_set() and not w.failing
+                                           for w in self.watchers)
+
+    def watch_ages(self) -> dict[str, float | None]:
+        """Per watched resource, seconds since the server was last heard (None: stale)."""
+        now = time.monotonic()
+        return {w.name: (now - w.last_heard) if w.synced.is_set() and not w.failing else None
+                for w in self.watchers}
+
+    def relists(self) -> dict[str, int]:
+        return {w.name: w.relists for w in self.watchers}
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(w.synced.wait(max(0.0, deadline - time.monotonic()))
+                   for w in self.watchers)
+
+    def stop(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()

@@ -1,0 +1,62 @@
+"""`phalanx place`'s reading of a gang manifest, through the same gang sources and
+discovery as `phalanx run`: each source expands the objects it knows into the pods their
+controller would create (a StatefulSet's replicas, a Job's parallelism), pods given as
+they are join their gangs, and the one gang the manifest defines becomes the request.
+So the offline answer reads constraints, sizes and ranks exactly as the scheduler would."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kube.resources import Resource
+from scheduler.discovery import discover
+from scheduler.gang import Gang, GangKey
+from scheduler.request import request_for
+from scheduler.sources import GangSpecError, sources
+from scheduler.sources.base import Raw, meta
+from solver.request import GangRequest
+from topology.records import PodRecord, pod_from_json
+
+
+class StaticLookup:
+    """The manifest's own objects, as the sources would read them from the API."""
+
+    def __init__(self, docs: Sequence[Raw]) -> None:
+        self.docs = {(str(d.get("kind")), meta(d).get("namespace") or "default",
+                      str(meta(d).get("name"))): d for d in docs}
+
+    def get(self, resource: Resource, namespace: str, name: str) -> Raw | None:
+        return self.docs.get((resource.kind, namespace, name))
+
+
+def gang_of(docs: Sequence[Raw], pods: Sequence[PodRecord]) -> tuple[Gang, GangRequest]:
+    """The gang the manifest's first workload object defines, and its request.
+    GangSpecError names the field of anything that cannot be used."""
+    found = sources(None)
+    workload = next((d for d in docs if any(s.expand(d) is not None for s in found)), None)
+    if workload is None:
+        raise GangSpecError("gang manifest", "kind", "a StatefulSet, Job or PodGroup",
+                            [d.get("kind") for d in docs])
+    members = [pod_from_json(pod) for source in found for pod in source.expand(workload) or ()]
+    everyone = [*members, *pods]
+    metadata = meta(workload)
+    key = GangKey(str(workload.get("kind")), metadata.get("namespace") or "default",
+                  str(metadata.get("name")))
+    discovered = discover(everyone, {}, ours=lambda pod: True, sources=found,
+                          objects=StaticLookup(docs))
+    gang = next((g for g in discovered.gangs if g.key == key), None)
+    where = f"{key.kind} {key.namespace}/{key.name}"
+    if gang is None:
+        raise GangSpecError(where, "pods", f"pending pods that belong to {where}", 0)
+    if gang.spec.error is not None:
+        raise ValueError(gang.spec.error)
+    if not gang.ready:
+        raise GangSpecError(where, "spec.minMember",
+                            f"at most the {len(gang.pending)} pending pods of the group",
+                            gang.spec.min_member)
+    return gang, request_for(gang)
+
+
+def request_from_workload(obj: Raw) -> GangRequest:
+    """The request for one StatefulSet or Job manifest, as `phalanx place` reads it."""
+    return gang_of([obj], [])[1]

@@ -1,0 +1,151 @@
+"""The one place a gang decision becomes visible: Events, PodGroup status, the log line.
+
+A decision is first described as an `Outcome` (pure: `placed`, `not_placed`,
+`timed_out`), then `Reporter.report` writes it. Not-placed outcomes are written once per
+distinct message: a gang that stays pending for the same reason costs no further writes.
+Per-pod `Scheduled` Events, as `kubectl describe pod` users expect, come from here too,
+after the binds, off their path (the recorder writes asynchronously).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from kube.resources import ObjectRef
+from scheduler.collaborators import BindResult, Recorder
+from scheduler.gang import Gang
+from scheduler.state import GangRecord
+from solver.result import Placement
+from topology.records import PodRecord
+
+log = logging.getLogger("phalanx.scheduler")
+
+
+class EventReason(Enum):
+    SCHEDULED = "Scheduled"
+    PARTIALLY_BOUND = "PartiallyBound"
+    FAILED_SCHEDULING = "FailedScheduling"
+    INVALID_GANG = "InvalidGang"
+    SCHEDULE_TIMEOUT = "ScheduleTimeout"
+
+
+PLACED = frozenset({EventReason.SCHEDULED, EventReason.PARTIALLY_BOUND})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reason: EventReason
+    message: str
+    warning: bool
+    pod_events: tuple[tuple[PodRecord, EventReason, str], ...] = ()
+    """Events on member pods, written after the gang's own."""
+    pod_group: dict[str, Any] | None = None
+    """Status for a PodGroup-defined gang (phase, scheduled, the Scheduled condition)."""
+    once: bool = False
+    """Written only when it differs from the last not-placed report."""
+    decision: str = field(default="")
+    """One word for the log line: placed, repairing, unschedulable, invalid, ..."""
+
+
+def pod_ref(pod: PodRecord) -> ObjectRef:
+    return ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
+
+
+def condition(ok: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": "Scheduled", "status": "True" if ok else "False", "reason": reason,
+            "message": message[:1024],
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def placed(gang: Gang, placement: Placement, results: Sequence[BindResult],
+           bind_s: float) -> Outcome:
+    """Binds done: Scheduled (or PartiallyBound, with the failures named)."""
+    by_key = {p.key: p for p in gang.pending}
+    failed = [r for r in results if not r.ok]
+    bound = len(results) - len(failed)
+    m = placement.metrics
+    what = (f"replaced {bound}/{len(results)} member(s) next to {len(gang.peers)} running "
+            f"peer(s)" if placement.solver.algorithm == "nearby" else
+            f"placed {bound}/{len(results)} pods")
+    message = (f"{what} in {placement.solver.solve_s:.3f}s ({placement.solver.algorithm} "
+               f"{placement.solver.status}); domains used {m.domains_used}; lower bound "
+               f"{m.lower_bound}; ring hops {m.ring_hops}; bound in {bind_s:.3f}s")
+    if failed:
+        message += (f"; {len(failed)} bind(s) failed ("
+                    + ", ".join(sorted({f"{r.status} {r.reason}"[:80] for r in failed}))
+                    + "): repairing next to the bound members")
+    pod_events = tuple(
+        (by_key[r.pod], EventReason.SCHEDULED, f"Successfully assigned {r.pod} to {r.node}")
+        if r.ok else
+        (by_key[r.pod], EventReason.FAILED_SCHEDULING,
+         f"binding to {r.node} failed: {r.status} {r.reason}; it will be placed next to "
+         f"its bound peers")
+        for r in results)
+    status = {"phase": "Scheduled" if not failed else "Scheduling",
+              "scheduled": gang.bound + bound,
+              "conditions": [condition(not failed, "Placed", message)]}
+    return Outcome(EventReason.PARTIALLY_BOUND if failed else EventReason.SCHEDULED,
+                   message, bool(failed), pod_events, status,
+                   decision="repairing" if failed else "placed")
+
+
+def not_placed(gang: Gang, reason: EventReason, code: str, message: str,
+               decision: str) -> Outcome:
+    """Unschedulable or invalid: the gang, each pending member and the PodGroup say why."""
+    pod_events = tuple((pod, EventReason.FAILED_SCHEDULING, message) for pod in gang.pending)
+    status = {"phase": "Pending", "scheduled": gang.bound,
+              "conditions": [condition(False, code, message)]}
+    return Outcome(reason, message, True, pod_events, status, once=True, decision=decision)
+
+
+def timed_out(gang: Gang, phase: str) -> Outcome:
+    message = (f"gang {gang.key} not placed within scheduleTimeoutSeconds="
+               f"{gang.spec.timeout_s:g} ({phase}); still queued")
+    return Outcome(EventReason.SCHEDULE_TIMEOUT, message, True, decision="timeout")
+
+
+class Reporter:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.single_reports: dict[str, str] = {}
+        """pod key -> last FailedScheduling message written for it (per-pod path)."""
+
+    def report(self, gang: Gang, record: GangRecord | None, outcome: Outcome) -> None:
+        if outcome.once and record is not None:
+            if record.reported == (outcome.reason.value, outcome.message):
+                return
+            record.reported = (outcome.reason.value, outcome.message)
+        elif record is not None and outcome.reason in PLACED:
+            record.reported = None  # placed: a later failure is news again
+        ref = gang.spec.ref
+        self.recorder.event(ref, outcome.reason.value, outcome.message, outcome.warning)
+        for pod, reason, message in outcome.pod_events:
+            self.recorder.event(pod_ref(pod), reason.value, message,
+                                reason is not EventReason.SCHEDULED)
+        if outcome.pod_group is not None and ref.kind == "PodGroup":
+            self.recorder.pod_group_status(ref, outcome.pod_group)
+        log.info("gang=%s decision=%s reason=%s message=%r", gang.key, outcome.decision,
+                 outcome.reason.value, outcome.message)
+
+    def pod_placed(self, pod: PodRecord, node: str) -> None:
+        self.single_reports.pop(pod.key, None)
+        self.recorder.event(pod_ref(pod), EventReason.SCHEDULED.value,
+                            f"Successfully assigned {pod.key} to {node}")
+        log.debug("pod=%s decision=placed node=%s", pod.key, node)
+
+    def pod_not_placed(self, pod: PodRecord, message: str) -> None:
+        """Once per distinct message, as for gangs."""
+        if self.single_reports.get(pod.key) == message:
+            return
+        self.single_reports[pod.key] = message
+        self.recorder.event(pod_ref(pod), EventReason.FAILED_SCHEDULING.value, message, True)
+        log.debug("pod=%s decision=unschedulable message=%r", pod.key, message)
+
+    def forget_pods(self, live: set[str]) -> None:
+        for key in [k for k in self.single_reports if k not in live]:
+            del self.single_reports[key]

@@ -1,0 +1,115 @@
+"""The protocol every gang source implements, and the reading rules they share.
+
+A source knows one way pods are grouped into gangs (a PodGroup label, a controller owner,
+later JobSet, LeaderWorkerSet, ...). Discovery asks the sources in precedence order which
+gang a pod belongs to; the first to claim it owns it, so a pod is in exactly one gang.
+Everything framework-specific stays inside the source's module (Kueue's
+one-folder-per-framework integrations are the model); discovery knows only this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from kube.resources import Resource
+from scheduler.gang import Constraint, ConstraintKind, GangKey, GangSpec
+from topology.records import PodRecord
+
+Raw = dict[str, Any]
+
+REQUIRED = "phalanx.dev/required-topology"
+PREFERRED = "phalanx.dev/preferred-topology"
+KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
+KUEUE_PREFERRED = "kueue.x-k8s.io/podset-preferred-topology"
+CONSTRAINT_KEYS = {ConstraintKind.REQUIRED: (REQUIRED, KUEUE_REQUIRED),
+                   ConstraintKind.PREFERRED: (PREFERRED, KUEUE_PREFERRED)}
+"""Per constraint, the annotations that carry it: ours first, Kueue's as an alias."""
+STS_INDEX = "apps.kubernetes.io/pod-index"
+JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+class GangSpecError(ValueError):
+    """A gang's object or a member carries a value Phalanx cannot use; names it."""
+
+    def __init__(self, obj: str, field: str, expected: str, got: object) -> None:
+        self.obj, self.field = obj, field
+        super().__init__(f"{obj}: field {field}: expected {expected}, got {got!r}")
+
+
+class ObjectLookup(Protocol):
+    """Reads one API object: watched kinds from the cache, others from the API server
+    (briefly remembered). None when it does not exist."""
+
+    def get(self, resource: Resource, namespace: str, name: str) -> Raw | None: ...
+
+
+class GangSource(Protocol):
+    name: str
+    """How explain names this source (e.g. "PodGroup label", "owner")."""
+
+    def claim(self, pod: PodRecord) -> GangKey | None:
+        """The gang this source puts the pod in, or None when it does not group it."""
+        ...
+
+    def rank(self, pod: PodRecord) -> int | None:
+        """The member's rank, or None when the source gives none; GangSpecError when
+        the pod carries a malformed one."""
+        ...
+
+    def describe(self, key: GangKey, members: Sequence[PodRecord],
+                 objects: ObjectLookup) -> GangSpec:
+        """The gang's spec from its objects; `members` are every unfinished pod it
+        claimed (pending, gated and bound). Errors are returned in the spec, named."""
+        ...
+
+    def expand(self, obj: Raw) -> list[Raw] | None:
+        """Offline (`phalanx place`): the pods the object's controller would create, or
+        None when the object is not this source's."""
+        ...
+
+
+def read_constraints(layers: Sequence[tuple[str, Mapping[str, str]]]) -> tuple[Constraint, ...]:
+    """The topology constraints in force and where each came from. `layers` are
+    (object kind, its annotations) from the most to the least authoritative, e.g. the
+    PodGroup's, then the pods'. Per constraint, our annotation beats Kueue's alias
+    wherever it sits; between layers of one key, the earlier layer wins."""
+    out = []
+    for kind, keys in CONSTRAINT_KEYS.items():
+        found = next(((key, source, annotations[key]) for key in keys
+                      for source, annotations in layers if annotations.get(key)), None)
+        if found is not None:
+            key, source, level = found
+            out.append(Constraint(kind, level, key, source))
+    return tuple(out)
+
+
+def index_rank(pod: PodRecord, labels: Sequence[str] = (STS_INDEX, JOB_INDEX)) -> int | None:
+    """The rank a controller wrote as a pod-index label (StatefulSet, indexed Job)."""
+    for label in labels:
+        value = pod.labels.get(label)
+        if value is not None:
+            if not value.isdigit():
+                raise GangSpecError(f"pod {pod.key}", f"metadata.labels[{label}]",
+                                    "a non-negative integer", value)
+            return int(value)
+    return None
+
+
+def positive_int(obj: str, field: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise GangSpecError(obj, field, "an integer >= 1", value)
+    return value
+
+
+def meta(raw: Raw | None) -> dict[str, Any]:
+    return dict((raw or {}).get("metadata") or {})
+
+
+def annotations_of(raw: Raw | None) -> dict[str, str]:
+    found = meta(raw).get("annotations") or {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def requests_accelerator(pod: PodRecord, accelerators: Sequence[str]) -> bool:
+    return any(pod.requests.get(resource, 0) > 0 for resource in accelerators)

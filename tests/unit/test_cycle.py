@@ -1,0 +1,337 @@
+"""The scheduling cycle's decisions, with in-memory collaborators (Phalanx's own
+interfaces: cache, lookup, binder, recorder, clock, leadership) and the real solver. What
+the API server makes of the same decisions is tested in tests/integration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from kube.resources import JOBS, POD_GROUPS, STATEFULSETS, ObjectRef, Resource
+from scheduler.cache import ClusterCache
+from scheduler.collaborators import NOT_LEADER, BindResult, Leading
+from scheduler.config import Config
+from scheduler.cycle import Scheduler
+from scheduler.gang import GangKey
+from scheduler.metrics import SchedulerMetrics
+from scheduler.state import GangPhase
+from solver.reasons import FitCode
+from tests.unit.helpers import GPU, LEVELS, node
+from topology.presets import resolve_preset
+from topology.records import OwnerRef, PodRecord
+
+NS = "ml"
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1.8e9 + self.now
+
+
+@dataclass
+class Lookup:
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((resource.kind, namespace, name))
+
+    def put(self, resource: Resource, name: str, spec: dict[str, Any], generation: int = 1
+            ) -> None:
+        self.objects[resource.kind, NS, name] = {
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                         "generation": generation}, "spec": spec}
+
+
+@dataclass
+class Recorder:
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(kind, name, reason, message)"""
+    statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def event(self, ref: ObjectRef, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((ref.kind, ref.name, reason, message))
+
+    def pod_group_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+        self.statuses.append((ref.name, status))
+
+    def reasons(self, name: str) -> list[str]:
+        return [reason for _, n, reason, _ in self.events if n == name]
+
+
+@dataclass
+class Binder:
+    """Binds as the API server would, and shows the binding to the cache as the watch
+    would (unless `watch` is off). `refuse(pod, node)` returns a status to fail with."""
+
+    cache: ClusterCache
+    allowed: Callable[[], bool]
+    refuse: Callable[[str, str], int | None] = lambda pod, node: None
+    watch: bool = True
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def bind_all(self, placements: Sequence[tuple[str, str]]
+                 ) -> tuple[list[BindResult], float]:
+        results = []
+        for key, node_name in placements:
+            if not self.allowed():
+                results.append(BindResult(key, node_name, False, NOT_LEADER, "not leader"))
+                continue
+            self.sent.append((key, node_name))
+            status = self.refuse(key, node_name)
+            if status is not None:
+                results.append(BindResult(key, node_name, False, status, "Forbidden: denied"))
+                continue
+            results.append(BindResult(key, node_name, True, 201))
+            if self.watch:
+                self.cache.put_pod(replace(self.cache.pods[key], node_name=node_name))
+        return results, 0.01
+
+
+class World:
+    """A scheduler over a small cluster: 2 zones x 2 blocks x 2 racks x 4 nodes."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.clock = Clock()
+        self.cache = ClusterCache(resolve_preset(list(LEVELS)), clock=self.clock.monotonic)
+        self.lookup = Lookup()
+        self.recorder = Recorder()
+        self.leading = Leading()
+        self.binder = Binder(self.cache, self.leading.leading)
+        self.metrics = SchedulerMetrics()
+        self.config = config or Config(unschedulable_retry_s=30.0)
+        self.scheduler = Scheduler(self.config, self.cache, self.lookup, self.binder,
+                                   self.recorder, self.clock, self.leading, self.metrics)
+        self.add_nodes(["z1", "z2"])
+
+    def add_nodes(self, zones: list[str]) -> None:
+        nodes = list(self.cache.nodes.values())
+        for zone in zones:
+            for block in ("b1", "b2"):
+                for rack in ("r1", "r2"):
+                    nodes += [node(f"{zone}-{block}-{rack}-n{i}", (zone, block, rack))
+                              for i in range(4)]
+        self.cache.install_nodes(nodes)
+
+    def pods(self, owner: str, count: int, *, kind: str = "StatefulSet", start: int = 0,
+             labels: dict[str, str] | None = None, gates: tuple[str, ...] = (),
+             gpus: int = 8) -> list[PodRecord]:
+        out = []
+        for i in range(start, start + count):
+            index = "apps.kubernetes.io/pod-index" if kind == "StatefulSet" else \
+                "batch.kubernetes.io/job-completion-index"
+            pod = PodRecord(NS, f"{owner}-{i}", uid=f"u-{owner}-{i}", scheduler_name="phalanx",
+                            requests={GPU: gpus, "pods": 1},
+                            labels={index: str(i), **(labels or {})},
+                            owner=OwnerRef(kind, owner, f"uid-{owner}", "apps/v1"),
+                            created="2026-12-01T00:00:00Z", resource_version="1",
+                            scheduling_gates=gates)
+            self.cache.put_pod(pod)
+            out.append(pod)
+        return out
+
+    def cycle(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.scheduler.cycle()
+
+    def record(self, kind: str, name: str) -> Any:
+        return self.scheduler.records[GangKey(kind, NS, name)]
+
+    def bound(self, prefix: str) -> dict[str, str]:
+        return {p.name: p.node_name for p in self.cache.pods.values()
+                if p.name.startswith(prefix) and p.node_name}
+
+    def solves(self, result: str) -> float:
+        value = self.metrics.registry.get_sample_value("phalanx_solve_seconds_count",
+                                                       {"result": result})
+        return value or 0.0
+
+
+def test_gang_waits_for_min_member_then_binds_every_member_at_once() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 4})
+    world.pods("train", 3)
+    world.cycle(3)
+    assert world.binder.sent == [] and world.solves("placed") == 0
+    assert world.record("StatefulSet", "train").phase is GangPhase.WAITING
+    world.pods("train", 1, start=3)
+    world.cycle()
+    assert len(world.bound("train-")) == 4
+    assert world.record("StatefulSet", "train").phase is GangPhase.BOUND
+    assert world.recorder.reasons("train") == ["Scheduled"]
+    assert all(world.recorder.reasons(f"train-{i}") == ["Scheduled"] for i in range(4))
+    racks = {n.rsplit("-", 1)[0] for n in world.bound("train-").values()}
+    assert len(racks) == 1  # 4 whole-node pods fit one rack: the solver chose one
+
+
+def test_gated_members_cost_no_solve_no_bind_no_write_until_ungated() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "gated", {"replicas": 4})
+    pods = world.pods("gated", 2) + world.pods("gated", 2, start=2, gates=("example.com/q",))
+    world.clock.now += 100  # past any retry timer
+    world.cycle(5)
+    record = world.record("StatefulSet", "gated")
+    assert record.phase is GangPhase.GATED and record.gates == {"example.com/q": 2}
+    assert world.binder.sent == [] and world.recorder.events == []
+    assert world.solves("placed") == world.solves("unschedulable") == 0
+    for pod in pods[2:]:
+        world.cache.put_pod(replace(pod, scheduling_gates=(), resource_version="2"))
+    world.cycle()
+    assert len(world.bound("gated-")) == 4
+
+
+def test_invalid_gang_is_reported_once_never_bound_and_placed_once_fixed() -> None:
+    world = World()
+    world.lookup.put(POD_GROUPS, "pg", {"minMember": 0})
+    world.pods("pg", 2, labels={"scheduling.x-k8s.io/pod-group": "pg"})
+    world.cycle(4)
+    record = world.record("PodGroup", "pg")
+    assert record.phase is GangPhase.INVALID and "spec.minMember" in record.error
+    assert world.recorder.reasons("pg") == ["InvalidGang"]  # once, not once per cycle
+    assert world.binder.sent == []
+    assert world.recorder.statuses[-1][1]["conditions"][0]["status"] == "False"
+    world.lookup.put(POD_GROUPS, "pg", {"minMember": 2}, generation=2)
+    world.cycle()
+    assert len(world.bound("pg-")) == 2 and record.phase is GangPhase.BOUND
+    assert world.recorder.statuses[-1][1]["phase"] == "Scheduled"
+
+
+def test_unresolvable_gang_is_solved_again_only_when_nodes_or_the_gang_change() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "huge", {"replicas": 40})  # 32 nodes in the cluster
+    world.pods("huge", 40)
+    world.cycle()
+    record = world.record("StatefulSet", "huge")
+    assert record.phase is GangPhase.UNSCHEDULABLE
+    assert record.attempt.code is FitCode.UNRESOLVABLE
+    assert world.solves("unschedulable") == 1
+    # Room freed elsewhere and the retry timer passing cannot make it fit: no solve.
+    world.pods("other", 1, gpus=1)
+    world.cache.pod_event("DELETED", {"metadata": {"name": "other-0", "namespace": NS}})
+    world.clock.now += 1000
+    world.cycle(3)
+    assert world.solves("unschedulable") == 1
+    assert world.recorder.reasons("huge") == ["FailedScheduling"]
+    world.add_nodes(["z3"])  # 16 more nodes: 48 >= 40
+    world.cycle()
+    assert len(world.bound("huge-")) == 40
+
+
+def test_unschedulable_gang_retries_when_room_is_freed_or_the_timer_passes() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "first", {"replicas": 30})
+    world.pods("first", 30)
+    world.cycle()
+    world.lookup.put(STATEFULSETS, "second", {"replicas": 4})
+    world.pods("second", 4)
+    world.cycle(3)
+    record = world.record("StatefulSet", "second")
+    assert record.attempt.code is FitCode.UNSCHEDULABLE and world.solves("unschedulable") == 1
+    world.clock.now += 31
+    world.cycle()
+    assert world.solves("unschedulable") == 2  # the timer
+    assert world.recorder.reasons("second") == ["FailedScheduling"]  # same news: not again
+    for i in range(30):
+        world.cache.pod_event("DELETED", {"metadata": {"name": f"first-{i}", "namespace": NS}})
+    world.cycle()
+    assert len(world.bound("second-")) == 4
+
+
+def test_failed_bind_is_repaired_next_to_the_bound_members_avoiding_that_node() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 6})
+    world.pods("train", 6)
+    refused: list[str] = []
+
+    def refuse_once(pod: str, node_name: str) -> int | None:
+        if pod == f"{NS}/train-2" and not refused:
+            refused.append(node_name)
+            return 403  # an admission webhook said no, for this node
+        return None
+    world.binder.refuse = refuse_once
+    world.cycle()
+    record = world.record("StatefulSet", "train")
+    assert record.phase is GangPhase.REPAIRING and world.scheduler.repair_due
+    assert len(world.bound("train-")) == 5 and f"{NS}/train-2" not in world.cache.assumed
+    assert record.failed_nodes == {"train-2": frozenset(refused)}
+    assert "PartiallyBound" in world.recorder.reasons("train")
+    world.cycle()
+    placed = world.bound("train-")
+    assert len(placed) == 6 and placed["train-2"] != refused[0]
+    # Next to its rank neighbours: their rack's only free node is the refused one, so
+    # the nearest room is the other rack of their block.
+    assert placed["train-2"].rsplit("-", 2)[0] == placed["train-1"].rsplit("-", 2)[0]
+    assert record.phase is GangPhase.BOUND and record.result.solver.algorithm == "nearby"
+    assert len(record.result.assignments) == 6  # explain still shows every member
+    assert [key for key, _ in world.binder.sent].count(f"{NS}/train-0") == 1  # never moved
+
+
+def test_leadership_lost_mid_bind_stops_binding_and_leaves_the_rest() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "a", {"replicas": 4})
+    world.lookup.put(STATEFULSETS, "b", {"replicas": 2})
+    world.pods("a", 4)
+    world.pods("b", 2)
+    sent_before_loss = 2
+    world.binder.allowed = lambda: len(world.binder.sent) < sent_before_loss
+    world.leading.check = lambda: len(world.binder.sent) < sent_before_loss
+    world.cycle()
+    assert len(world.binder.sent) == 2  # the rest never went out
+    assert world.cache.assumed == {}  # unsent binds give their room back
+    # The cycle stopped: the next gang was not even solved, it is the new leader's.
+    assert GangKey("StatefulSet", NS, "b") not in world.scheduler.records
+    failures = [e for e in world.recorder.events if e[2] in ("FailedScheduling",
+                                                             "PartiallyBound")]
+    assert failures == []  # not a failure: nothing reported for the unsent ones
+    world.leading.check = lambda: True
+    world.binder.allowed = lambda: True
+    world.cycle()
+    assert len(world.bound("a-")) == 4 and len(world.bound("b-")) == 2
+
+
+def test_schedule_timeout_is_reported_and_the_gang_stays_queued() -> None:
+    world = World()
+    world.lookup.put(POD_GROUPS, "slow", {"minMember": 3, "scheduleTimeoutSeconds": 5})
+    world.pods("slow", 2, labels={"scheduling.x-k8s.io/pod-group": "slow"})
+    world.cycle()
+    world.clock.now += 6
+    world.cycle()
+    assert world.recorder.reasons("slow").count("ScheduleTimeout") == 1
+    world.cycle()  # a new wait started: no second Event at once
+    assert world.recorder.reasons("slow").count("ScheduleTimeout") == 1
+    world.pods("slow", 1, start=2, labels={"scheduling.x-k8s.io/pod-group": "slow"})
+    world.cycle()
+    assert len(world.bound("slow-")) == 3
+
+
+def test_a_job_and_a_statefulset_of_one_name_are_two_gangs() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 2})
+    world.lookup.put(JOBS, "train", {"parallelism": 3})
+    world.pods("train", 2)
+    world.pods("train", 3, kind="Job", start=10)
+    world.cycle()
+    sts, job = world.record("StatefulSet", "train"), world.record("Job", "train")
+    assert (sts.size, job.size) == (2, 3)
+    assert sts.phase is job.phase is GangPhase.BOUND
+    assert len(world.bound("train-")) == 5
+
+
+@pytest.mark.parametrize("label", ["apps.kubernetes.io/pod-index"])
+def test_a_malformed_rank_label_is_named_and_nothing_binds(label: str) -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "bad", {"replicas": 2})
+    pods = world.pods("bad", 2)
+    world.cache.put_pod(replace(pods[1], labels={label: "one"}))
+    world.cycle(2)
+    record = world.record("StatefulSet", "bad")
+    assert record.phase is GangPhase.INVALID and label in record.error
+    assert world.binder.sent == [] and world.recorder.reasons("bad") == ["InvalidGang"]

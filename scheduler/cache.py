@@ -25,7 +25,7 @@ from enum import Enum
 from typing import Any
 
 from gcpause import gc_paused
-from kube.resources import Resource
+from kube.resources import NAMESPACES, Resource
 from topology.presets import Preset
 from topology.records import NodeRecord, PodRecord, RecordError, node_from_json, pod_from_json
 from topology.snapshot import DomainTree, TopologySnapshot, build_tree, snapshot_of
@@ -206,19 +206,30 @@ class ClusterCache:
         with self.lock:
             return self.node_generation, self.freed
 
-    def usage(self) -> dict[str, dict[str, int]]:
-        """Requests of every bound unfinished pod plus every assumed pod, per node."""
-        used: dict[str, dict[str, int]] = {}
+    def placed(self) -> list[tuple[str, PodRecord]]:
+        """(node, pod) of every bound unfinished pod and every assumed pod."""
         with self.lock:
             self._confirm_assumed()
-            charged = [(p.node_name, p.requests) for p in self.pods.values()
-                       if p.consumes_capacity]
-            charged += [(a.node, a.pod.requests) for a in self.assumed.values()]
-        for node, requests in charged:
+            on_nodes = [(p.node_name, p) for p in self.pods.values() if p.consumes_capacity]
+            on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
+        return on_nodes
+
+    def usage(self, placed: list[tuple[str, PodRecord]] | None = None
+              ) -> dict[str, dict[str, int]]:
+        """Requests of every bound unfinished pod plus every assumed pod, per node."""
+        used: dict[str, dict[str, int]] = {}
+        for node, pod in self.placed() if placed is None else placed:
             slot = used.setdefault(node, {})
-            for name, amount in requests.items():
+            for name, amount in pod.requests.items():
                 slot[name] = slot.get(name, 0) + amount
         return used
+
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        with self.lock:
+            found = self.objects.get(NAMESPACES, {})
+            return {(raw.get("metadata") or {}).get("name", ""):
+                    dict((raw.get("metadata") or {}).get("labels") or {})
+                    for raw in found.values()}
 
     def snapshot(self) -> TopologySnapshot:
         with self.lock:
@@ -226,7 +237,8 @@ class ClusterCache:
             nodes = list(self.nodes.values())
         if self._tree is None or self._tree[0] != generation:
             self._tree = (generation, build_tree(nodes, self.preset))
-        return snapshot_of(self._tree[1], self.usage())
+        placed = self.placed()
+        return snapshot_of(self._tree[1], self.usage(placed), placed, self.namespace_labels())
 
 
 def _key(raw: Raw) -> str:

@@ -14,13 +14,14 @@ import yaml
 
 from gcpause import gc_paused
 from scheduler.offline import gang_of
+from scheduler.request import request_for
 from scheduler.sources import GangSpecError
 from solver.errors import BadRequest
 from solver.request import SolverConfig
 from solver.solve import solve
 from topology.presets import PRESETS, Preset, resolve_preset
 from topology.records import RecordError, node_from_json, pod_from_json
-from topology.snapshot import build_snapshot, usage_from_pods
+from topology.snapshot import build_snapshot, placed_pods, usage_from_pods
 from topology.synthetic import SHAPES, ClusterSpec, as_list, synth_load, synth_nodes
 
 # `--preset aws` is the default AWS accelerator fleet (p5); the others name instance shapes.
@@ -107,10 +108,12 @@ def cmd_place(args: argparse.Namespace) -> int:
     gang_docs = _load_documents(args.gang)
     try:
         pods += [pod_from_json(doc) for doc in gang_docs if doc.get("kind") == "Pod"]
-        _, request = gang_of([doc for doc in gang_docs if doc.get("kind") != "Pod"], pods)
+        gang = gang_of([doc for doc in gang_docs if doc.get("kind") != "Pod"], pods)
     except (GangSpecError, RecordError, ValueError) as exc:
         raise InputError(f"{args.gang}: {exc}") from None
-    snapshot = build_snapshot(nodes, usage_from_pods(pods), _levels(args.levels))
+    snapshot = build_snapshot(nodes, usage_from_pods(pods), _levels(args.levels),
+                              placed_pods(pods))
+    request = request_for(gang, snapshot.anti_affinity_keys)
     config = SolverConfig(algorithm=args.algorithm, time_limit_s=args.time_limit)
     try:
         result = solve(request, snapshot, config)

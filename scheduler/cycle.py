@@ -91,8 +91,8 @@ class Scheduler:
         self._check_timeout(gang, record)
         if not self._admit(gang, record):
             return
-        request = request_for(gang)
         snapshot = self.cluster.snapshot()
+        request = request_for(gang, snapshot.anti_affinity_keys)
         nodes, freed = self.cluster.versions()
         record.attempt = Attempt(nodes, freed, gang.members_version, self.clock.monotonic())
         try:

@@ -29,9 +29,9 @@ class StaticLookup:
         return self.docs.get((resource.kind, namespace, name))
 
 
-def gang_of(docs: Sequence[Raw], pods: Sequence[PodRecord]) -> tuple[Gang, GangRequest]:
-    """The gang the manifest's first workload object defines, and its request.
-    GangSpecError names the field of anything that cannot be used."""
+def gang_of(docs: Sequence[Raw], pods: Sequence[PodRecord]) -> Gang:
+    """The gang the manifest's first workload object defines. GangSpecError names the
+    field of anything that cannot be used."""
     found = sources(None)
     workload = next((d for d in docs if any(s.expand(d) is not None for s in found)), None)
     if workload is None:
@@ -54,9 +54,9 @@ def gang_of(docs: Sequence[Raw], pods: Sequence[PodRecord]) -> tuple[Gang, GangR
         raise GangSpecError(where, "spec.minMember",
                             f"at most the {len(gang.pending)} pending pods of the group",
                             gang.spec.min_member)
-    return gang, request_for(gang)
+    return gang
 
 
 def request_from_workload(obj: Raw) -> GangRequest:
     """The request for one StatefulSet or Job manifest, as `phalanx place` reads it."""
-    return gang_of([obj], [])[1]
+    return request_for(gang_of([obj], []))

@@ -1,34 +1,76 @@
 """A gang's pending members as a solver request: shapes, ranks, minMember, constraints.
 
-Pods sharing a template share a shape, so the solver works per shape, never per pod.
-Members come in rank order (the source's rank, else natural order of names); a member
-without a rank takes its position in that order.
+Pods sharing a template share a shape, so the solver works per shape, never per pod. A
+shape holds what decides where a pod may go: requests, node selector and affinity,
+tolerations, its inter-pod rules, the node rules its volumes imply, and the labels other
+pods' selectors look at (only those: index labels that differ per pod would otherwise
+split every StatefulSet into one shape per pod). Members come in rank order (the
+source's rank, else natural order of names); a member without a rank takes its position.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 from scheduler.gang import ConstraintKind, Gang
-from solver.request import GangRequest, Member, PodShape
+from solver.reasons import Exclusion, ExclusionCode
+from solver.request import GangRequest, Member, NodeRule, PodShape
 from topology.records import PodRecord
 
+VolumeRules = Callable[[PodRecord], tuple[tuple[NodeRule, ...], tuple[Exclusion, ...]]]
+"""What a pod's volumes ask of nodes (node rules) or why it cannot be placed at all."""
 
-def shape_of(pod: PodRecord) -> PodShape:
+
+def no_volume_rules(pod: PodRecord) -> tuple[tuple[NodeRule, ...], tuple[Exclusion, ...]]:
+    return (), ()
+
+
+def refusals_of(pod: PodRecord) -> tuple[Exclusion, ...]:
+    """Whole-pod reasons that need no other object: DRA claims, in-tree disks."""
+    out = []
+    if pod.volumes.resource_claims:
+        out.append(Exclusion(ExclusionCode.RESOURCE_CLAIMS,
+                             ", ".join(pod.volumes.resource_claims)))
+    if pod.volumes.in_tree:
+        out.append(Exclusion(ExclusionCode.IN_TREE_VOLUME, ", ".join(pod.volumes.in_tree)))
+    return tuple(out)
+
+
+def shape_of(pod: PodRecord, label_keys: Collection[str] = (),
+             volumes: VolumeRules = no_volume_rules) -> PodShape:
+    """`label_keys`: the labels any selector in play may look at (the gang's own rules'
+    and the placed pods' anti-affinity); the pod's own rules' keys are added here."""
+    keys = set(label_keys) | pod.inter_pod.selector_keys()
+    labels = {k: v for k, v in pod.labels.items() if k in keys}
+    node_rules, volume_refusals = volumes(pod)
     return PodShape(requests=dict(pod.requests), node_selector=dict(pod.node_selector),
-                    affinity=pod.affinity, tolerations=pod.tolerations, name=pod.name)
+                    affinity=pod.affinity, tolerations=pod.tolerations, name=pod.name,
+                    namespace=pod.namespace, labels=labels, rules=pod.inter_pod,
+                    node_rules=node_rules, refusals=refusals_of(pod) + volume_refusals,
+                    preferred_node_affinity=pod.preferred_node_affinity)
 
 
-def request_for(gang: Gang) -> GangRequest:
+def _shape_key(shape: PodShape) -> tuple[Any, ...]:
+    return (tuple(sorted(shape.requests.items())), tuple(sorted(shape.node_selector.items())),
+            shape.affinity, shape.tolerations, shape.namespace,
+            tuple(sorted(shape.labels.items())), shape.rules, shape.node_rules,
+            shape.refusals, shape.preferred_node_affinity)
+
+
+def request_for(gang: Gang, label_keys: Collection[str] = (),
+                volumes: VolumeRules = no_volume_rules) -> GangRequest:
     """Every pending member; the solver must place at least as many as the gang still
     needs (minMember less those already bound)."""
+    keys = set(label_keys)
+    for pod in gang.pending:
+        keys |= pod.inter_pod.selector_keys()
     shapes: list[PodShape] = []
     index: dict[tuple[Any, ...], int] = {}
     members = []
     for position, (pod, rank) in enumerate(zip(gang.pending, gang.ranks, strict=True)):
-        shape = shape_of(pod)
-        key = (tuple(sorted(shape.requests.items())), tuple(sorted(shape.node_selector.items())),
-               shape.affinity, shape.tolerations)
+        shape = shape_of(pod, keys, volumes)
+        key = _shape_key(shape)
         if key not in index:
             index[key] = len(shapes)
             shapes.append(shape)

@@ -26,7 +26,7 @@ from topology.snapshot import TopologySnapshot, charged
 
 
 def choose_node(pod: PodRecord, snapshot: TopologySnapshot) -> tuple[str | None, ShapeFit]:
-    fit = fit_shape(snapshot, shape_of(pod))
+    fit = fit_shape(snapshot, shape_of(pod, snapshot.anti_affinity_keys), single=True)
     candidates = np.flatnonzero(fit.capacity > 0)
     if len(candidates) == 0:
         return None, fit
@@ -64,7 +64,7 @@ class SinglePods:
                 continue
             self.cluster.assume(pod, node)
             chosen.append((pod, node))
-            snapshot = charged(snapshot, snapshot.tree.index[node], pod.requests)
+            snapshot = charged(snapshot, snapshot.tree.index[node], pod)
         if not chosen:
             return
         results, _ = self.binder.bind_all([(pod.key, node) for pod, node in chosen])

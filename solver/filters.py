@@ -1,8 +1,8 @@
 """Per-shape node filters, as kube-scheduler's default plugins apply them, vectorised.
 
 Each node gets the number of pods of the shape that fit on it, or 0 with the *first*
-reason it was excluded, in kube-scheduler's plugin order: NodeUnschedulable, NotReady,
-TaintToleration, NodeAffinity (nodeSelector and required affinity), NodeResourcesFit.
+reason it was excluded, in kube-scheduler's plugin order (see `fit_shape`); the filters
+that look at the pods already placed are in `solver.interpod`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,25 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from solver import interpod
 from solver.reasons import Exclusion, ExclusionCode
 from solver.request import PodShape
 from topology.quantity import BASIC_RESOURCES
 from topology.records import BLOCKING_EFFECTS, NodeRecord
+from topology.selectors import any_term
 from topology.snapshot import IntArray, TopologySnapshot
 
 NODE_UNSCHEDULABLE = Exclusion(ExclusionCode.NODE_UNSCHEDULABLE)
 NODE_NOT_READY = Exclusion(ExclusionCode.NODE_NOT_READY)
 NODE_AFFINITY = Exclusion(ExclusionCode.NODE_AFFINITY)
+NODE_PORTS = Exclusion(ExclusionCode.NODE_PORTS)
+SPREAD_LABEL = Exclusion(ExclusionCode.SPREAD_LABEL)
+SPREAD = Exclusion(ExclusionCode.SPREAD)
+POD_AFFINITY = Exclusion(ExclusionCode.POD_AFFINITY)
+POD_ANTI_AFFINITY = Exclusion(ExclusionCode.POD_ANTI_AFFINITY)
+EXISTING_ANTI_AFFINITY = Exclusion(ExclusionCode.EXISTING_ANTI_AFFINITY)
 
 
 def insufficient(resource: str) -> Exclusion:
@@ -33,6 +42,10 @@ class ShapeFit:
     """capacity[node] = pods of this shape that fit there now (0 when excluded)."""
     excluded: dict[Exclusion, int]
     """reason -> number of nodes excluded for it (first failing filter)."""
+    refusals: tuple[Exclusion, ...] = ()
+    """Whole-pod reasons that exclude every node (the shape's own refusals)."""
+    spread: tuple[interpod.SpreadState, ...] = ()
+    """The shape's hard spread constraints as the cluster stands (for the gang's caps)."""
 
 
 def matches_node_rules(shape: PodShape, node: NodeRecord) -> bool:
@@ -54,9 +67,18 @@ def _untolerated(shape: PodShape, node: NodeRecord) -> object | None:
     return None
 
 
-def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
+def fit_shape(snapshot: TopologySnapshot, shape: PodShape, single: bool = False) -> ShapeFit:
+    """Per node, how many pods of the shape fit, and the first filter each excluded node
+    failed, in kube-scheduler's order: NodeUnschedulable, NotReady, TaintToleration,
+    NodeAffinity, NodePorts, NodeResourcesFit, the volume rules, PodTopologySpread,
+    InterPodAffinity (affinity, anti-affinity, existing pods' anti-affinity).
+    `single`: the pod is placed alone (the per-pod path). A gang's pods that count for
+    their own spread constraint are checked by the gang's caps instead, since the
+    minimum may rise as they are placed together (`solver.gangrules`)."""
     nodes = snapshot.nodes
     count = len(nodes)
+    if shape.refusals:
+        return ShapeFit(np.zeros(count, dtype=np.int64), {}, shape.refusals)
     reasons: list[Exclusion | None] = [None] * count
     needs_rules = bool(shape.node_selector or shape.affinity)
     # Most nodes are plain (schedulable, Ready, untainted): only the others, and every
@@ -64,6 +86,7 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
     special = np.fromiter((n.unschedulable or not n.ready or bool(n.taints) for n in nodes),
                           dtype=bool, count=count)
     rows = range(count) if needs_rules else np.flatnonzero(special).tolist()
+    node_rules_ok = np.ones(count, dtype=bool)
     for i in rows:
         node = nodes[i]
         if node.unschedulable:
@@ -74,6 +97,12 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
             reasons[i] = Exclusion(ExclusionCode.UNTOLERATED_TAINT, str(taint))
         elif needs_rules and not matches_node_rules(shape, node):
             reasons[i] = NODE_AFFINITY
+            node_rules_ok[i] = False
+    blocked = np.fromiter((r is not None for r in reasons), dtype=bool, count=count)
+    excluded: Counter[Exclusion] = Counter(r for r in reasons if r is not None)
+    rules = shape.rules
+    if rules.host_ports:
+        _exclude(excluded, blocked, interpod.host_port_fails(snapshot, shape), NODE_PORTS)
     capacity = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
     short: list[tuple[str, IntArray]] = []
     # Accelerators first: "Insufficient nvidia.com/gpu" says more than "Insufficient cpu".
@@ -87,18 +116,46 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape) -> ShapeFit:
         capacity = np.minimum(capacity, fits)
     if not short:  # a shape that requests nothing: kube-scheduler's pod-count limit still holds
         capacity = np.zeros(count, dtype=np.int64)
-    excluded: Counter[Exclusion] = Counter(r for r in reasons if r is not None)
-    blocked = np.fromiter((r is not None for r in reasons), dtype=bool, count=count)
-    # Nodes that pass every rule but lack room: counted under the first resource short,
-    # in the same accelerators-first order.
-    unexplained = (~blocked) & (capacity == 0)
+    # Nodes that pass every rule so far but lack room: counted under the first resource
+    # short, in the same accelerators-first order.
     for resource, fits in short:
-        lacking = unexplained & (fits == 0)
-        if lacking.any():
-            excluded[insufficient(resource)] += int(np.count_nonzero(lacking))
-            unexplained &= ~lacking
-    if unexplained.any():
-        excluded[insufficient("pods")] += int(np.count_nonzero(unexplained))
+        _exclude(excluded, blocked, fits == 0, insufficient(resource))
+    _exclude(excluded, blocked, capacity == 0, insufficient("pods"))
+    for rule in shape.node_rules:
+        if rule.terms is not None:
+            admits = np.fromiter((any_term(rule.terms, n.labels, n.name) for n in nodes),
+                                 dtype=bool, count=count)
+            _exclude(excluded, blocked, ~admits, rule.reason)
+        if rule.limits is not None:
+            limit = np.fromiter((rule.limits.get(n.name, 1 << 40) for n in nodes),
+                                dtype=np.int64, count=count)
+            _exclude(excluded, blocked, limit <= 0, rule.reason)
+            capacity = np.minimum(capacity, limit)
+    spread: tuple[interpod.SpreadState, ...] = ()
+    if rules.spread:
+        _exclude(excluded, blocked, interpod.spread_label_missing(snapshot, shape),
+                 SPREAD_LABEL)
+        spread = interpod.spread_states(snapshot, shape, node_rules_ok)
+        for state in spread:
+            if single or not state.self_match:
+                _exclude(excluded, blocked, state.fails(), SPREAD)
+    if rules.affinity:
+        _exclude(excluded, blocked, interpod.affinity_fails(snapshot, shape), POD_AFFINITY)
+    if rules.anti_affinity:
+        _exclude(excluded, blocked, interpod.anti_affinity_fails(snapshot, shape),
+                 POD_ANTI_AFFINITY)
+    if snapshot.with_anti_affinity:
+        _exclude(excluded, blocked, interpod.existing_anti_affinity_fails(snapshot, shape),
+                 EXISTING_ANTI_AFFINITY)
     capacity[blocked] = 0
     capacity.flags.writeable = False
-    return ShapeFit(capacity=capacity, excluded=dict(excluded))
+    return ShapeFit(capacity=capacity, excluded=dict(excluded), spread=spread)
+
+
+def _exclude(excluded: Counter[Exclusion], blocked: npt.NDArray[np.bool_],
+             fails: npt.NDArray[np.bool_], reason: Exclusion) -> None:
+    """Nodes not excluded yet that fail this filter are excluded for its reason."""
+    newly = fails & ~blocked
+    if newly.any():
+        excluded[reason] += int(np.count_nonzero(newly))
+        blocked |= newly

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from solver.capacity import alone, level_sums
 from solver.instance import Instance
 from solver.plan import NodePlan
 from topology.snapshot import DomainTree, IntArray
@@ -60,19 +61,22 @@ def _descend(tree: DomainTree, sums: list[IntArray], node_caps: IntArray, level:
     return True
 
 
-def _place_shape(instance: Instance, node_caps: IntArray, need: int) -> dict[int, int] | None:
+def _place_shape(instance: Instance, node_caps: IntArray, need: int,
+                 shape: int) -> dict[int, int] | None:
     tree = instance.snapshot.tree
-    sums = [tree.per_domain(level, node_caps) for level in range(tree.depth)]
+    # Clipped by the shape's domain caps, so every child chosen can hold its share.
+    sums = level_sums(tree, node_caps, instance.caps_of(shape))
+    single = alone(tree, sums)
     deepest = instance.required
     if deepest is None:
-        fitting = [level for level in range(tree.depth) if (sums[level] >= need).any()]
+        fitting = [level for level in range(tree.depth) if (single[level] >= need).any()]
         deepest = fitting[-1] if fitting else None
     out: dict[int, int] = {}
     if deepest is not None:
-        whole = np.flatnonzero(sums[deepest] >= need)
+        whole = np.flatnonzero(single[deepest] >= need)
         if len(whole) == 0:
             return None
-        best = int(whole[np.argmin(sums[deepest][whole])])
+        best = int(whole[np.argmin(single[deepest][whole])])
         return out if _descend(tree, sums, node_caps, deepest, best, need, out) else None
     tops = np.flatnonzero(sums[0] > 0)
     picked = pick(tops, sums[0][tops], need)
@@ -90,7 +94,7 @@ def greedy_plan(instance: Instance) -> NodePlan | None:
     for shape in sorted(range(instance.shapes), key=lambda s: (-instance.demand[s], s)):
         caps = np.where(taken, 0, np.minimum(instance.capacity[:, shape],
                                              instance.demand[shape]))
-        placed = _place_shape(instance, caps, instance.demand[shape])
+        placed = _place_shape(instance, caps, instance.demand[shape], shape)
         if placed is None:
             return None
         per_shape[shape] = placed

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solver.capacity import LevelCaps, RisingSpread, alone, level_sums
 from solver.filters import ShapeFit
+from topology.presets import HOSTNAME
 from topology.snapshot import IntArray, TopologySnapshot
 
-NODE_LEVEL = "kubernetes.io/hostname"
+NODE_LEVEL = HOSTNAME
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +33,15 @@ class Instance:
     4-node one even when the gang needs only 4)."""
     required: int | None
     """Index of the level whose single domain must hold the whole gang, if any."""
+    caps: tuple[LevelCaps, ...] = ()
+    """Per shape, the per-domain caps by level (node caps are already in `capacity`);
+    `domain_capacity` honours them, the models add them where they sum below a level."""
+
+    rising: tuple[RisingSpread, ...] = ()
+    """Spread constraints whose minimum may rise (detailed model only)."""
+
+    def caps_of(self, shape: int) -> LevelCaps:
+        return self.caps[shape] if self.caps else {}
 
     @property
     def shapes(self) -> int:
@@ -47,24 +58,30 @@ class Instance:
 
 def build_instance(
     snapshot: TopologySnapshot, demand: tuple[int, ...], fits: tuple[ShapeFit, ...],
-    required: int | None,
+    required: int | None, caps: tuple[LevelCaps, ...] = (),
+    rising: tuple[RisingSpread, ...] = (),
 ) -> Instance:
+    """`fits` already carry the node caps; `caps` are the per-shape level caps."""
     capacity = np.stack([fit.capacity for fit in fits], axis=1).astype(np.int64)
     clip = np.asarray(demand, dtype=np.int64)
     tree = snapshot.tree
+    shape_caps = caps or tuple({} for _ in demand)
+
+    def sums_of(cap: IntArray) -> list[list[IntArray]]:
+        return [level_sums(tree, cap[:, s], shape_caps[s]) for s in range(len(demand))]
+
     if required is not None:
         # Only domains of the required level that hold every shape's demand stay in scope.
-        sums = np.stack([tree.per_domain(required, capacity[:, s]) for s in range(len(demand))],
-                        axis=1)
-        whole = np.all(sums >= clip, axis=1)
+        at = np.stack([alone(tree, per_shape)[required] for per_shape in sums_of(capacity)],
+                      axis=1)
+        whole = np.all(at >= clip, axis=1)
         capacity = capacity * whole[tree.domain_of[required]][:, None]
-    free = tuple(
-        np.stack([tree.per_domain(level, capacity[:, s]) for s in range(len(demand))], axis=1)
-        for level in range(tree.depth)
-    )
+    per_shape = sums_of(capacity)
+    free = tuple(np.stack([per_shape[s][level] for s in range(len(demand))], axis=1)
+                 for level in range(tree.depth))
     capacity.flags.writeable = False
     return Instance(snapshot, demand, capacity, tuple(np.minimum(f, clip) for f in free), free,
-                    required)
+                    required, tuple(shape_caps) if caps else (), rising)
 
 
 def cover_count(capacities: IntArray, need: int) -> int | None:

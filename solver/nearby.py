@@ -23,6 +23,7 @@ import numpy as np
 
 from solver.assign import chosen_domains, measure
 from solver.filters import fit_shape
+from solver.gangrules import NODE, gang_rules
 from solver.instance import NODE_LEVEL
 from solver.reasons import FitCode
 from solver.request import GangRequest
@@ -56,16 +57,44 @@ def place_near(request: GangRequest, snapshot: TopologySnapshot, peers: Mapping[
     avoid = avoid or {}
     depth = tree.depth
     fits = [fit_shape(snapshot, shape) for shape in request.shapes]
+    if any(fit.refusals for fit in fits):
+        return None  # the whole-gang solver names the refusal
+    rules = gang_rules(snapshot, request, fits)
+    if rules.refusal is not None:
+        return None
     capacity = [fit.capacity.copy() for fit in fits]
+    # Caps among the gang's own pods (the running peers are placed pods: the caps and
+    # filters already count them). Node caps now; level caps as members are placed.
+    left: dict[tuple[int, int], dict[int, int]] = {}
+    node_left: dict[int, IntArray] = {}
+    for cap in rules.caps:
+        for shape in cap.shapes:
+            if cap.level == NODE:
+                node_left[shape] = np.minimum(node_left.get(shape, cap.hi), cap.hi).copy()
+                capacity[shape] = np.minimum(capacity[shape], node_left[shape])
+            else:
+                left[cap.level, shape] = {d: int(v) for d, v in enumerate(cap.hi.tolist())}
     peer_ids = [tree.index[node] for node in peers.values() if node in tree.index]
-    if request.required_level is not None and peer_ids:
-        # All members inside one domain of the required level: the peers' (the one most
-        # of them are in, should they ever disagree).
-        level = tree.levels.index(request.required_level)
-        home = int(np.bincount(tree.domain_of[level][peer_ids]).argmax())
-        outside = tree.domain_of[level] != home
-        for shape_capacity in capacity:
-            shape_capacity[outside] = 0
+    homes = [tree.levels.index(request.required_level)] if request.required_level else []
+    if rules.colocate_level is not None:
+        homes.append(rules.colocate_level)
+    if peer_ids:
+        for level in homes:
+            # All members inside one domain of the required level: the peers' (the one
+            # most of them are in, should they ever disagree).
+            home = int(np.bincount(tree.domain_of[level][peer_ids]).argmax())
+            outside = tree.domain_of[level] != home
+            for shape_capacity in capacity:
+                shape_capacity[outside] = 0
+        together = None
+        if rules.colocate_node:
+            together = np.zeros(len(tree.nodes), dtype=bool)
+            together[int(np.bincount(peer_ids).argmax())] = True
+        elif rules.groups:
+            together = max(rules.groups, key=lambda mask: int(mask[peer_ids].sum()))
+        if together is not None:
+            for shape_capacity in capacity:
+                shape_capacity[~together] = 0
     eligible = [c > 0 for c in capacity]
     requests = [[(snapshot.resources.index(r), a) for r, a in shape.requests.items()
                  if a > 0 and r in snapshot.resources] for shape in request.shapes]
@@ -97,9 +126,20 @@ def place_near(request: GangRequest, snapshot: TopologySnapshot, peers: Mapping[
                                       render_path(tree.node_path(best))))
         for column, amount in requests[member.shape]:
             free[best, column] -= amount
+        if member.shape in node_left:
+            node_left[member.shape][best] -= 1
         for shape, shape_requests in enumerate(requests):
             if eligible[shape][best]:
-                capacity[shape][best] = _shape_room(free[best], shape_requests)
+                room_now = _shape_room(free[best], shape_requests)
+                if shape in node_left:
+                    room_now = min(room_now, int(node_left[shape][best]))
+                capacity[shape][best] = room_now
+        for (level, shape), remaining in left.items():
+            domain = int(tree.domain_of[level][best])
+            if shape == member.shape:
+                remaining[domain] -= 1
+                if remaining[domain] <= 0:
+                    capacity[shape][tree.domain_of[level] == domain] = 0
         peer_nodes[member.rank] = best
         for level in range(depth):
             counts[level][tree.domain_of[level][best]] += 1

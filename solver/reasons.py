@@ -22,13 +22,37 @@ class FitCode(Enum):
 
 
 class ExclusionCode(Enum):
-    """The first filter a node failed, in kube-scheduler's plugin order."""
+    """The first filter a node failed, in kube-scheduler's plugin order, and the
+    whole-pod reasons (refusals) that exclude every node at once."""
 
     NODE_UNSCHEDULABLE = "node(s) were unschedulable"
     NODE_NOT_READY = "node(s) were not ready"
     UNTOLERATED_TAINT = "node(s) had untolerated taint {{{detail}}}"
     NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+    NODE_PORTS = "node(s) didn't have free ports for the requested pod ports"
     INSUFFICIENT = "Insufficient {detail}"
+    VOLUME_NODE_AFFINITY = "node(s) didn't match PersistentVolume's node affinity"
+    VOLUME_UNAVAILABLE = "node(s) didn't find available persistent volumes to bind"
+    VOLUME_ZONE = "node(s) had no available volume zone"
+    SPREAD_LABEL = ("node(s) didn't match pod topology spread constraints (missing required "
+                    "label)")
+    SPREAD = "node(s) didn't match pod topology spread constraints"
+    POD_AFFINITY = "node(s) didn't match pod affinity rules"
+    POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+    EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+    # Whole-pod reasons: every node at once.
+    UNBOUND_IMMEDIATE_CLAIM = "pod has unbound immediate PersistentVolumeClaims"
+    CLAIM_NOT_FOUND = 'persistentvolumeclaim "{detail}" not found'
+    CLAIM_DELETING = 'persistentvolumeclaim "{detail}" is being deleted'
+    CLAIM_LOST = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
+    CLAIM_IN_USE = ("node(s) unavailable due to PersistentVolumeClaim with ReadWriteOncePod "
+                    "access mode already in-use by another pod")
+    RESOURCE_CLAIMS = ("pod uses DRA resource claims ({detail}), which Phalanx does not "
+                       "allocate: schedule it with kube-scheduler")
+    IN_TREE_VOLUME = ("pod uses in-tree volume type {detail}, whose node conflicts Phalanx "
+                      "does not check: schedule it with kube-scheduler")
+    UNSUPPORTED_GANG_RULE = "{detail}"
+    """A combination of rules among a gang's own pods that Phalanx refuses, named."""
 
 
 @dataclass(frozen=True)

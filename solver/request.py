@@ -7,9 +7,23 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from solver.errors import BadRequest
+from solver.reasons import Exclusion
+from topology.podrules import NO_RULES, InterPod
 from topology.records import SelectorTerm, Toleration
 
 Algorithm = Literal["cpsat", "greedy"]
+
+
+@dataclass(frozen=True)
+class NodeRule:
+    """A restriction on nodes that the shell derived from objects beyond the pod (a
+    bound PersistentVolume's node affinity, the nodes a StorageClass may provision on):
+    nodes must match one of `terms` (None: any node) and hold at most `limits[node]`
+    pods of the shape (absent: no limit). `reason` names the failure."""
+
+    reason: Exclusion
+    terms: tuple[SelectorTerm, ...] | None = None
+    limits: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,17 @@ class PodShape:
     affinity: tuple[SelectorTerm, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     name: str = "pod"
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """The labels other pods' selectors may look at (the shape's members share them)."""
+    rules: InterPod = NO_RULES
+    """Required inter-pod (anti-)affinity, host ports, topology spread constraints."""
+    node_rules: tuple[NodeRule, ...] = ()
+    refusals: tuple[Exclusion, ...] = ()
+    """Why pods of this shape cannot be placed at all (whole-pod reasons: an unbound
+    immediate PersistentVolumeClaim, a missing claim, DRA claims)."""
+    preferred_node_affinity: bool = False
+    """It has preferred node affinity terms, which Phalanx does not score."""
 
 
 @dataclass(frozen=True)

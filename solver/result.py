@@ -73,6 +73,13 @@ class Diagnosis:
     required_level: str | None = None
     min_member: int | None = None
     unlabelled_nodes: int = 0
+    refusals: tuple[Exclusion, ...] = ()
+    """Whole-pod reasons every node is excluded for (kube-scheduler's PreFilter
+    failures, or a gang rule Phalanx refuses), before any per-node count."""
+    notes: tuple[str, ...] = ()
+    """Soft rules not scored (preferred terms, ScheduleAnyway)."""
+    capped: tuple[str, ...] = ()
+    """Rules among the gang's own pods that capped domains (anti-affinity, spread)."""
 
     def limiting(self) -> LevelFit | None:
         if self.required_level is None:
@@ -80,7 +87,9 @@ class Diagnosis:
         return next((lf for lf in self.levels if lf.level == self.required_level), None)
 
     def message(self) -> str:
-        parts = []
+        parts = [reason.render() for reason in self.refusals]
+        if parts:
+            return "; ".join(parts)
         required = self.limiting()
         if required is not None and required.best_fits < required.demand:
             where = f" ({required.best_domain})" if required.best_domain else ""
@@ -93,6 +102,8 @@ class Diagnosis:
                          f"{self.cluster_fits}")
         if self.min_member is not None:
             parts[-1] += f" (minMember {self.min_member})"
+        if self.capped:
+            parts[-1] += f", counting the gang's own {' and '.join(self.capped)}"
         excluded = sum(self.excluded.values())
         if excluded:
             reasons = ", ".join(f"{count:,} {reason}" for reason, count in
@@ -111,6 +122,8 @@ class Diagnosis:
             "levels": [lf.__dict__ for lf in self.levels],
             "excluded": {reason.render(): count for reason, count in by_count(self.excluded)},
             "unlabelled_nodes": self.unlabelled_nodes,
+            "refusals": [reason.render() for reason in self.refusals],
+            "notes": list(self.notes),
         }
 
 
@@ -126,6 +139,8 @@ class Placement:
     """Members left pending because only minMember of them were placed."""
     preferred_level: str | None = None
     preferred_met: bool | None = None
+    notes: tuple[str, ...] = ()
+    """Soft rules not scored (preferred terms, ScheduleAnyway)."""
     status: Literal["placed"] = "placed"
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +155,8 @@ class Placement:
             out["unplaced"] = list(self.unplaced)
         if self.preferred_level is not None:
             out["preferred"] = {"level": self.preferred_level, "met": self.preferred_met}
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 

@@ -2,11 +2,15 @@
 
 Phases (each a function below):
 1. validate the request against the snapshot's levels;
-2. filter: per shape, how many pods fit on each node, and why other nodes are excluded;
-3. size: all members, or when they cannot all fit the most that can (never < minMember);
-4. instance: capacities per domain, candidates, per-level lower bounds;
-5. place: greedy BestFit (hint and fallback), then CP-SAT unless greedy was asked for;
-6. assign ranks to the chosen nodes, measure, explain.
+2. filter: per shape, how many pods fit on each node, and why other nodes are excluded
+   (`solver.filters`, with the placed pods' rules from `solver.interpod`);
+3. rules among the gang's own pods (`solver.gangrules`): caps per node or domain, a
+   co-location, or a named refusal;
+4. size: all members, or when they cannot all fit the most that can (never < minMember);
+5. instance: capacities per domain (clipped by the caps), candidates, lower bounds;
+6. place: greedy BestFit (hint and fallback), then CP-SAT unless greedy was asked for;
+   a spread constraint whose minimum must rise goes to the detailed model;
+7. assign ranks to the chosen nodes, measure.
 All-or-nothing: a result either places the sized count of members or none.
 """
 
@@ -14,15 +18,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from solver.assign import assign, chosen_domains, measure
+from solver.capacity import LevelCaps, alone, level_sums, merge_caps
 from solver.cpsat import solve_cpsat
 from solver.filters import ShapeFit, fit_shape, matches_node_rules
+from solver.gangrules import NODE, GangRules, gang_rules
 from solver.greedy import greedy_plan
 from solver.instance import build_instance, lower_bounds
-from solver.reasons import FitCode
+from solver.plan import NodePlan
+from solver.reasons import Exclusion, ExclusionCode, FitCode
 from solver.request import GangRequest, Member, SolverConfig
 from solver.result import (
     Diagnosis,
@@ -35,6 +44,18 @@ from solver.result import (
 from topology.snapshot import TopologySnapshot, render_path
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What one attempt works on: the fits (node caps applied), the level caps, the
+    required level, and whether a spread minimum may rise."""
+
+    fits: tuple[ShapeFit, ...]
+    caps: tuple[LevelCaps, ...]
+    required: int | None
+    rules: GangRules
+    rising: bool = False
+
+
 def solve(request: GangRequest, snapshot: TopologySnapshot,
           config: SolverConfig | None = None) -> Placement | Unschedulable:
     config = config or SolverConfig()
@@ -44,21 +65,78 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
     required = tree.levels.index(request.required_level) if request.required_level else None
     fits = tuple(fit_shape(snapshot, shape) for shape in request.shapes)
     members = request.ordered_members()
-    count = _placeable_count(snapshot, request, fits, members, required)
+    refused = tuple(dict.fromkeys(r for fit in fits for r in fit.refusals))
+    rules = gang_rules(snapshot, request, fits) if not refused else GangRules()
+    if rules.refusal is not None:
+        refused = (rules.refusal,)
+    scope = _scope(snapshot, fits, rules, required)
+    if refused:
+        return _unschedulable(snapshot, request, scope, members, config,
+                              time.perf_counter() - started, refusals=refused)
+    if rules.colocate_node:
+        return _on_one_node(snapshot, request, scope, members, config, started)
+    if rules.groups is not None:
+        return _in_one_group(snapshot, request, scope, members, config, started)
+    result = _place(snapshot, request, scope, members, config, started)
+    if isinstance(result, Unschedulable) and rules.rising:
+        risen = _place(snapshot, request, _scope(snapshot, fits, rules, required, rising=True),
+                       members, config, started)
+        if isinstance(risen, Placement):
+            return risen
+    return result
+
+
+def _scope(snapshot: TopologySnapshot, fits: tuple[ShapeFit, ...], rules: GangRules,
+           required: int | None, rising: bool = False) -> _Scope:
+    """Node caps go into the fits; level caps per shape; the deeper required level. With
+    `rising`, spread caps give way to the spread constraints themselves (their minimum
+    is the model's to choose)."""
+    capped = list(fits)
+    per_shape: list[list[tuple[int, np.ndarray]]] = [[] for _ in fits]
+    for cap in rules.caps:
+        if rising and not cap.static and cap.level != NODE:
+            continue  # the rising constraint replaces it (node-level ones stay capped)
+        for shape in cap.shapes:
+            if cap.level == NODE:
+                fit = capped[shape]
+                capacity = np.minimum(fit.capacity, cap.hi)
+                capacity.flags.writeable = False
+                capped[shape] = replace(fit, capacity=capacity)
+            else:
+                per_shape[shape].append((cap.level, cap.hi))
+    caps = tuple(merge_caps(found) for found in per_shape)
+    if rules.colocate_level is not None:
+        required = max(required, rules.colocate_level) if required is not None \
+            else rules.colocate_level
+    return _Scope(tuple(capped), caps, required, rules, rising)
+
+
+def _sums(snapshot: TopologySnapshot, scope: _Scope, shape: int) -> list[np.ndarray]:
+    return level_sums(snapshot.tree, scope.fits[shape].capacity, scope.caps[shape])
+
+
+def _place(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+           members: tuple[Member, ...], config: SolverConfig, started: float,
+           ) -> Placement | Unschedulable:
+    count = _placeable_count(snapshot, request, scope, members)
     if count is None:
-        return _unschedulable(snapshot, request, fits, members, required, config,
+        return _unschedulable(snapshot, request, scope, members, config,
                               time.perf_counter() - started)
     chosen_members = members[:count]
     demand = tuple(sum(1 for m in chosen_members if m.shape == s)
                    for s in range(len(request.shapes)))
-    instance = build_instance(snapshot, demand, fits, required)
+    rising = tuple(r for r in scope.rules.rising if r.level != NODE) if scope.rising else ()
+    instance = build_instance(snapshot, demand, scope.fits, scope.required, scope.caps,
+                              rising)
     bounds = lower_bounds(instance)
-    hint = greedy_plan(instance)
-    if config.algorithm == "greedy":
+    # With a rising minimum the greedy plan may break the spread: no hint, no fallback.
+    hint = greedy_plan(instance) if not rising else None
+    if config.algorithm == "greedy" and not rising:
         plan, info = hint, SolverInfo("greedy", "FEASIBLE" if hint else "INFEASIBLE",
                                       time.perf_counter() - started)
     else:
-        result = solve_cpsat(instance, config, hint, bounds, started)
+        result = solve_cpsat(instance, config, hint, bounds, started,
+                             detailed=bool(rising))
         plan = result.plan
         info = SolverInfo("cpsat", result.status, time.perf_counter() - started,
                           result.model_s, result.stages)
@@ -68,9 +146,16 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
                               note=f"CP-SAT {result.status} within "
                                    f"{config.time_limit_s}s; greedy placement used")
     if plan is None or sum(plan.placed()) != count:
-        return _unschedulable(snapshot, request, fits, members, required, config,
+        return _unschedulable(snapshot, request, scope, members, config,
                               time.perf_counter() - started, info)
-    assignments = assign(tree, plan, chosen_members)
+    return _placement(snapshot, request, scope, members, count, plan, bounds, info)
+
+
+def _placement(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+               members: tuple[Member, ...], count: int, plan: NodePlan,
+               bounds: dict[str, int | None], info: SolverInfo) -> Placement:
+    tree = snapshot.tree
+    assignments = assign(tree, plan, members[:count])
     metrics = measure(tree, assignments, bounds)
     preferred_met = None
     if request.preferred_level is not None:
@@ -84,32 +169,93 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
         unplaced=tuple(m.pod for m in members[count:]),
         preferred_level=request.preferred_level,
         preferred_met=preferred_met,
+        notes=scope.rules.notes,
     )
 
 
-def _fits_in_one_domain(snapshot: TopologySnapshot, fits: tuple[ShapeFit, ...],
-                        demand: list[int], level: int) -> bool:
+def _on_one_node(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+                 members: tuple[Member, ...], config: SolverConfig, started: float,
+                 ) -> Placement | Unschedulable:
+    """Affinity of the gang to itself on kubernetes.io/hostname: every pod on one node.
+    Any node that holds them all is optimal at every level; the tightest such node (the
+    least room left, then tree order) is best fit."""
+    tree = snapshot.tree
+    if len(request.shapes) > 1:
+        return _unschedulable(snapshot, request, scope, members, config,
+                              time.perf_counter() - started, refusals=(_refusal(
+                                  "pod affinity among a gang's pods of several templates on "
+                                  "kubernetes.io/hostname: a node serves one template"),))
+    room = scope.fits[0].capacity
+    for count in (len(members), request.min_member):
+        holding = np.flatnonzero(room >= count)  # one node sits in one domain of each level
+        if len(holding):
+            best = int(holding[np.lexsort((holding, room[holding]))[0]])
+            plan = NodePlan(({best: count},))
+            info = SolverInfo("cpsat", "OPTIMAL", time.perf_counter() - started,
+                              stages=(("nodes", 1, "OPTIMAL (enumerated)"),),
+                              note="pod affinity to itself on kubernetes.io/hostname: one "
+                                   "node holds the gang")
+            bounds: dict[str, int | None] = dict.fromkeys((*tree.levels,), 1)
+            return _placement(snapshot, request, scope, members, count, plan, bounds, info)
+    return _unschedulable(snapshot, request, scope, members, config,
+                          time.perf_counter() - started)
+
+
+def _in_one_group(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+                  members: tuple[Member, ...], config: SolverConfig, started: float,
+                  ) -> Placement | Unschedulable:
+    """Affinity of the gang to itself on a key that is no topology level: one group of
+    nodes sharing its value must hold the gang. Each group is solved on its own; the
+    lexicographically best placement (domains per level, then nodes) wins."""
+    assert scope.rules.groups is not None
+    best: Placement | None = None
+    last: Placement | Unschedulable | None = None
+    for mask in scope.rules.groups:
+        fits = tuple(replace(fit, capacity=np.where(mask, fit.capacity, 0))
+                     for fit in scope.fits)
+        attempt = _place(snapshot, request, replace(scope, fits=fits), members, config,
+                         started)
+        last = attempt
+        if isinstance(attempt, Placement) and (best is None or _order(attempt) < _order(best)):
+            best = attempt
+    if best is not None:
+        return best
+    if isinstance(last, Unschedulable):
+        return last
+    return _unschedulable(snapshot, request, scope, members, config,
+                          time.perf_counter() - started)
+
+
+def _order(placement: Placement) -> tuple[int, ...]:
+    used = placement.metrics.domains_used
+    return tuple(used.values())
+
+
+def _refusal(text: str) -> Exclusion:
+    return Exclusion(ExclusionCode.UNSUPPORTED_GANG_RULE, text)
+
+
+def _fits_in_one_domain(snapshot: TopologySnapshot, scope: _Scope, demand: list[int],
+                        level: int) -> bool:
     tree = snapshot.tree
     ok = np.ones(tree.domain_count(level), dtype=bool)
-    for fit, need in zip(fits, demand, strict=True):
+    for shape, need in enumerate(demand):
         if need:
-            ok &= tree.per_domain(level, fit.capacity) >= need
+            ok &= alone(tree, _sums(snapshot, scope, shape))[level] >= need
     return bool(ok.any())
 
 
-def _placeable_count(snapshot: TopologySnapshot, request: GangRequest,
-                     fits: tuple[ShapeFit, ...], members: tuple[Member, ...],
-                     required: int | None) -> int | None:
+def _placeable_count(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+                     members: tuple[Member, ...]) -> int | None:
     """All members if they can fit, else the longest rank prefix >= minMember that can
     (capacity check per shape; the placers confirm). None when not even minMember fits."""
     def feasible(k: int) -> bool:
         demand = [0] * len(request.shapes)
         for member in members[:k]:
             demand[member.shape] += 1
-        if required is not None:
-            return _fits_in_one_domain(snapshot, fits, demand, required)
-        return all(int(fit.capacity.sum()) >= need for fit, need in zip(fits, demand,
-                                                                         strict=True))
+        if scope.required is not None:
+            return _fits_in_one_domain(snapshot, scope, demand, scope.required)
+        return all(_total(snapshot, scope, s) >= need for s, need in enumerate(demand))
 
     if feasible(len(members)):
         return len(members)
@@ -125,46 +271,58 @@ def _placeable_count(snapshot: TopologySnapshot, request: GangRequest,
     return low
 
 
-def _unschedulable(snapshot: TopologySnapshot, request: GangRequest,
-                   fits: tuple[ShapeFit, ...], members: tuple[Member, ...],
-                   required: int | None, config: SolverConfig, elapsed: float,
-                   info: SolverInfo | None = None) -> Unschedulable:
+def _total(snapshot: TopologySnapshot, scope: _Scope, shape: int) -> int:
+    sums = _sums(snapshot, scope, shape)
+    return int(sums[0].sum()) if sums else int(scope.fits[shape].capacity.sum())
+
+
+def _unschedulable(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+                   members: tuple[Member, ...], config: SolverConfig, elapsed: float,
+                   info: SolverInfo | None = None,
+                   refusals: Sequence[Exclusion] = ()) -> Unschedulable:
     """Explains the shape that limits most: demand against the best domain per level."""
     tree = snapshot.tree
+    fits = scope.fits
     need_all = Counter(m.shape for m in members)
     need_min = Counter(m.shape for m in members[: request.min_member])
-    limiting = max(need_min, key=lambda s: (need_min[s] - int(fits[s].capacity.sum()), -s))
+    limiting = max(need_min, key=lambda s: (need_min[s] - _total(snapshot, scope, s), -s))
     fit = fits[limiting]
     demand = need_min[limiting]
+    sums_by_level = alone(tree, _sums(snapshot, scope, limiting))
     levels = []
     for level, key in enumerate(tree.levels):
-        sums = tree.per_domain(level, fit.capacity)
+        sums = sums_by_level[level]
         best = int(np.argmax(sums)) if len(sums) else 0
         levels.append(LevelFit(key, render_path(tree.paths[level][best]) if len(sums) else "",
                                int(sums[best]) if len(sums) else 0, demand))
     # Would it fit on an empty cluster? If not even then, retrying cannot help.
-    empty_capacity = _empty_capacity(snapshot, request, limiting, required)
-    code = FitCode.UNRESOLVABLE if empty_capacity < demand else FitCode.UNSCHEDULABLE
+    empty_capacity = _empty_capacity(snapshot, request, limiting, scope)
+    code = (FitCode.UNRESOLVABLE if refusals or empty_capacity < demand
+            else FitCode.UNSCHEDULABLE)
     diagnosis = Diagnosis(
         code=code,
         demand=demand,
         shape=describe_requests(dict(request.shapes[limiting].requests)),
         total_nodes=len(tree.nodes),
-        cluster_fits=int(fit.capacity.sum()),
+        cluster_fits=_total(snapshot, scope, limiting),
         levels=tuple(levels),
         excluded=dict(fit.excluded),
-        required_level=request.required_level,
+        required_level=tree.levels[scope.required] if scope.required is not None else None,
         min_member=request.min_member if request.min_member < sum(need_all.values()) else None,
         unlabelled_nodes=len(tree.unlabelled),
+        refusals=tuple(refusals),
+        notes=scope.rules.notes,
+        capped=tuple(dict.fromkeys(cap.why for cap in scope.rules.caps)),
     )
     solver = info or SolverInfo(config.algorithm, "INFEASIBLE", elapsed)
     return Unschedulable(request.name, diagnosis, solver)
 
 
 def _empty_capacity(snapshot: TopologySnapshot, request: GangRequest, shape: int,
-                    required: int | None) -> int:
+                    scope: _Scope) -> int:
     """Pods of `shape` the cluster would hold with nothing else running on it (ignoring
-    taints and readiness, which change; honouring selectors and affinity, which do not)."""
+    taints and readiness, which change; honouring selectors, affinity and the gang's own
+    anti-affinity and host-port caps, which do not)."""
     tree = snapshot.tree
     wanted = request.shapes[shape]
     per_node = np.full(len(tree.nodes), np.iinfo(np.int64).max, dtype=np.int64)
@@ -180,7 +338,13 @@ def _empty_capacity(snapshot: TopologySnapshot, request: GangRequest, shape: int
         for i, node in enumerate(tree.nodes):
             if not matches_node_rules(wanted, node):
                 per_node[i] = 0
-    if required is None:
-        return int(per_node.sum())
-    sums = tree.per_domain(required, per_node)
-    return int(sums.max()) if len(sums) else 0
+    static = [cap for cap in scope.rules.caps if cap.static and shape in cap.shapes]
+    for cap in static:
+        if cap.level == NODE:
+            per_node = np.minimum(per_node, cap.hi)
+    caps = merge_caps([(cap.level, cap.hi) for cap in static if cap.level != NODE])
+    sums = level_sums(tree, per_node, caps)
+    if scope.required is None:
+        return int(sums[0].sum()) if sums else int(per_node.sum())
+    at = alone(tree, sums)[scope.required]
+    return int(at.max()) if len(at) else 0

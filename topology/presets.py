@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+HOSTNAME = "kubernetes.io/hostname"
+"""The node itself: the level below every preset's labels."""
 ZONE = "topology.kubernetes.io/zone"
 AWS_ZONE_ID = "topology.k8s.aws/zone-id"
 AWS_LAYER = tuple(f"topology.k8s.aws/network-node-layer-{i}" for i in range(1, 5))

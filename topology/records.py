@@ -11,17 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from topology.errors import RecordError
+from topology.podrules import NO_RULES, NO_VOLUMES, InterPod, Volumes, inter_pod, volumes
 from topology.quantity import to_units
+from topology.selectors import Requirement, SelectorTerm, parse_node_terms
+
+__all__ = ["BLOCKING_EFFECTS", "NodeRecord", "OwnerRef", "PodRecord", "RecordError",
+           "Requirement", "SelectorTerm", "Taint", "Toleration", "node_from_json",
+           "pod_from_json"]
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
-
-
-class RecordError(ValueError):
-    """A Node or Pod object that cannot be read; names the object, field, expected, got."""
-
-    def __init__(self, obj: str, field_name: str, expected: str, got: object) -> None:
-        self.obj, self.field_name = obj, field_name
-        super().__init__(f"{obj}: field {field_name}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,50 +51,6 @@ class Toleration:
 
 # Taints that block placement; PreferNoSchedule only scores, so it never excludes a node.
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """One nodeSelectorRequirement (matchExpressions) or a matchFields entry on metadata.name."""
-
-    key: str
-    operator: str
-    values: tuple[str, ...] = ()
-    on_field: bool = False
-
-    def matches(self, labels: dict[str, str], node_name: str) -> bool:
-        if self.on_field:
-            present, value = True, node_name
-        else:
-            present, value = self.key in labels, labels.get(self.key, "")
-        op = self.operator
-        if op == "In":
-            return present and value in self.values
-        if op == "NotIn":
-            return not present or value not in self.values
-        if op == "Exists":
-            return present
-        if op == "DoesNotExist":
-            return not present
-        if op in ("Gt", "Lt"):
-            try:
-                have, bound = int(value), int(self.values[0])
-            except (ValueError, IndexError):
-                return False
-            return present and (have > bound if op == "Gt" else have < bound)
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class SelectorTerm:
-    """A nodeSelectorTerm: all requirements must hold (AND). An empty term matches nothing."""
-
-    requirements: tuple[Requirement, ...]
-
-    def matches(self, labels: dict[str, str], node_name: str) -> bool:
-        return bool(self.requirements) and all(
-            req.matches(labels, node_name) for req in self.requirements
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +93,14 @@ class PodRecord:
     scheduling_gates: tuple[str, ...] = ()
     """spec.schedulingGates: while any is present the pod is not schedulable (the API
     server refuses its binding); whoever set a gate removes it when the pod may go."""
+    inter_pod: InterPod = NO_RULES
+    volumes: Volumes = NO_VOLUMES
+    nominated_node: str = ""
+    """status.nominatedNodeName: where a preemption made room for this pod."""
+    preemption_policy: str = "PreemptLowerPriority"
+    preferred_node_affinity: bool = False
+    """It carries preferred node affinity terms (kube-scheduler scores them; Phalanx does
+    not, and explain says so)."""
 
     @property
     def key(self) -> str:
@@ -244,33 +207,23 @@ def effective_requests(obj: str, spec: dict[str, Any]) -> dict[str, int]:
         _add(total, _container_requests(obj, f"spec.containers[{index}]", container))
     for name, amount in init_peak.items():
         total[name] = max(total.get(name, 0), amount)
+    # Pod-level resources (spec.resources), where set, are what the pod reserves.
+    pod_level = spec.get("resources")
+    if isinstance(pod_level, dict):
+        for name, amount in _container_requests(obj, "spec", {"resources": pod_level}).items():
+            total[name] = amount
     _add(total, _resources(obj, "spec.overhead", spec.get("overhead")))
     total["pods"] = 1
     return {name: amount for name, amount in total.items() if amount > 0}
 
 
-def _affinity(obj: str, spec: dict[str, Any]) -> tuple[SelectorTerm, ...]:
+def _affinity(obj: str, spec: dict[str, Any]) -> tuple[tuple[SelectorTerm, ...], bool]:
+    """Required node affinity terms, and whether preferred ones are present."""
     node_affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    terms = []
-    for t_index, term in enumerate(required.get("nodeSelectorTerms") or ()):
-        where = f"spec.affinity.nodeAffinity.required.nodeSelectorTerms[{t_index}]"
-        if not isinstance(term, dict):
-            raise RecordError(obj, where, "a nodeSelectorTerm", term)
-        reqs = []
-        for kind, on_field in (("matchExpressions", False), ("matchFields", True)):
-            for r_index, expr in enumerate(term.get(kind) or ()):
-                if not isinstance(expr, dict) or expr.get("operator") not in (
-                    "In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"
-                ):
-                    raise RecordError(obj, f"{where}.{kind}[{r_index}]",
-                                      "a requirement with operator In/NotIn/Exists/"
-                                      "DoesNotExist/Gt/Lt", expr)
-                values = tuple(str(v) for v in expr.get("values") or ())
-                reqs.append(Requirement(str(expr.get("key", "")), expr["operator"], values,
-                                        on_field))
-        terms.append(SelectorTerm(tuple(reqs)))
-    return tuple(terms)
+    terms = parse_node_terms(obj, "spec.affinity.nodeAffinity.required.nodeSelectorTerms",
+                             required.get("nodeSelectorTerms"))
+    return terms, bool(node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution"))
 
 
 def _tolerations(obj: str, spec: dict[str, Any]) -> tuple[Toleration, ...]:
@@ -307,6 +260,11 @@ def pod_from_json(raw: dict[str, Any]) -> PodRecord:
     priority = spec.get("priority") or 0
     if not isinstance(priority, int):
         raise RecordError(obj, "spec.priority", "an integer", priority)
+    labels = _str_map(obj, "metadata.labels", meta.get("labels"))
+    affinity, preferred = _affinity(obj, spec) if spec.get("affinity") else ((), False)
+    policy = spec.get("preemptionPolicy") or "PreemptLowerPriority"
+    if policy not in ("PreemptLowerPriority", "Never"):
+        raise RecordError(obj, "spec.preemptionPolicy", "PreemptLowerPriority or Never", policy)
     return PodRecord(
         namespace=namespace,
         name=name,
@@ -315,15 +273,20 @@ def pod_from_json(raw: dict[str, Any]) -> PodRecord:
         scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
         phase=str(status.get("phase") or "Pending"),
         requests=effective_requests(obj, spec),
-        labels=_str_map(obj, "metadata.labels", meta.get("labels")),
+        labels=labels,
         annotations=_str_map(obj, "metadata.annotations", meta.get("annotations")),
         owner=owner,
         priority=priority,
         created=str(meta.get("creationTimestamp") or ""),
         node_selector=_str_map(obj, "spec.nodeSelector", spec.get("nodeSelector")),
-        affinity=_affinity(obj, spec),
+        affinity=affinity,
         tolerations=_tolerations(obj, spec),
         deleting=bool(meta.get("deletionTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
         scheduling_gates=_gates(obj, spec),
+        inter_pod=inter_pod(obj, spec, labels),
+        volumes=volumes(obj, name, spec),
+        nominated_node=str(status.get("nominatedNodeName") or ""),
+        preemption_policy=policy,
+        preferred_node_affinity=preferred,
     )

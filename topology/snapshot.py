@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,12 @@ class DomainTree:
         return range(int(np.searchsorted(column, domain, side="left")),
                      int(np.searchsorted(column, domain, side="right")))
 
+    def label_codes(self, key: str) -> IntArray:
+        """Per node (tree order), a code for its value of label `key`: nodes with the
+        same value share a code, nodes without the label get -1. The domains of an
+        arbitrary topology key (a pod affinity term's, a spread constraint's)."""
+        return _label_codes(self, key)
+
     def allocatable(self, resource: str) -> IntArray:
         """Per node (tree order), its allocatable amount of one resource: computed once
         per tree, which every cycle shares until the nodes change."""
@@ -94,12 +100,39 @@ class DomainTree:
 
 @dataclass(frozen=True, eq=False)
 class TopologySnapshot:
-    """What one scheduling cycle sees: the shared tree plus free capacity per node."""
+    """What one scheduling cycle sees: the shared tree, free capacity per node, and the
+    pods already on the nodes (bound or assumed), whose labels, ports and anti-affinity
+    the incoming pods' rules are checked against."""
 
     tree: DomainTree
     resources: tuple[str, ...]
     free: IntArray
     """free[node index, resource index] = allocatable minus what bound pods request."""
+    placed: tuple[tuple[int, PodRecord], ...] = ()
+    """(node index, pod) of every pod on a node of the tree, bound or assumed."""
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Namespace -> its labels (for namespaceSelector in pod affinity terms)."""
+
+    @functools.cached_property
+    def with_anti_affinity(self) -> tuple[tuple[int, PodRecord], ...]:
+        """Placed pods with required anti-affinity: every incoming pod is checked
+        against them (the symmetric half of anti-affinity)."""
+        return tuple(entry for entry in self.placed if entry[1].inter_pod.anti_affinity)
+
+    @functools.cached_property
+    def anti_affinity_keys(self) -> frozenset[str]:
+        """Label keys the placed pods' anti-affinity selectors look at: an incoming
+        pod's labels under these keys decide whether those pods repel it."""
+        keys: set[str] = set()
+        for _, pod in self.with_anti_affinity:
+            for term in pod.inter_pod.anti_affinity:
+                if term.selector is not None:
+                    keys |= term.selector.keys()
+        return frozenset(keys)
+
+    @functools.cached_property
+    def with_host_ports(self) -> tuple[tuple[int, PodRecord], ...]:
+        return tuple(entry for entry in self.placed if entry[1].inter_pod.host_ports)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -116,16 +149,23 @@ class TopologySnapshot:
             return None
 
 
-def charged(snapshot: TopologySnapshot, node: int,
-            requests: Mapping[str, int]) -> TopologySnapshot:
-    """The same snapshot with one more pod's requests taken from one node (the tree is
-    shared; only the free matrix is copied)."""
+def charged(snapshot: TopologySnapshot, node: int, pod: PodRecord) -> TopologySnapshot:
+    """The same snapshot with one more pod on one node: its requests taken from the
+    node's free capacity, and itself among the placed pods (the tree is shared; only the
+    free matrix is copied)."""
     free = snapshot.free.copy()
-    for name, amount in requests.items():
+    for name, amount in pod.requests.items():
         if name in snapshot.resources:
             free[node, snapshot.resources.index(name)] -= amount
     free.flags.writeable = False
-    return TopologySnapshot(tree=snapshot.tree, resources=snapshot.resources, free=free)
+    return TopologySnapshot(tree=snapshot.tree, resources=snapshot.resources, free=free,
+                            placed=(*snapshot.placed, (node, pod)),
+                            namespaces=snapshot.namespaces)
+
+
+def placed_pods(pods: Iterable[PodRecord]) -> list[tuple[str, PodRecord]]:
+    """(node, pod) of every bound, unfinished pod: what inter-pod rules look at."""
+    return [(pod.node_name, pod) for pod in pods if pod.consumes_capacity]
 
 
 def usage_from_pods(pods: Iterable[PodRecord]) -> dict[str, dict[str, int]]:
@@ -212,8 +252,11 @@ def build_tree(nodes: Iterable[NodeRecord], preset: Preset) -> DomainTree:
     )
 
 
-def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]]) -> TopologySnapshot:
-    """Free capacity on top of a (shared) tree: allocatable minus bound pods' requests."""
+def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]],
+                placed: Iterable[tuple[str, PodRecord]] = (),
+                namespaces: Mapping[str, Mapping[str, str]] | None = None) -> TopologySnapshot:
+    """Free capacity on top of a (shared) tree: allocatable minus bound pods' requests;
+    `placed` are (node name, pod) of the pods on nodes, kept for inter-pod rules."""
     ordered = tree.nodes
     with gc_paused():
         names = sorted({name for node in ordered for name in node.allocatable}
@@ -228,13 +271,17 @@ def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]]) -> Topo
                 for name, amount in usage.items():
                     free[row, column[name]] -= amount
     free.flags.writeable = False
-    return TopologySnapshot(tree=tree, resources=tuple(names), free=free)
+    index = tree.index
+    on_nodes = tuple((index[node], pod) for node, pod in placed if node in index)
+    return TopologySnapshot(tree=tree, resources=tuple(names), free=free, placed=on_nodes,
+                            namespaces=namespaces or {})
 
 
 def build_snapshot(
     nodes: Iterable[NodeRecord], used: Mapping[str, Mapping[str, int]], preset: Preset,
+    placed: Iterable[tuple[str, PodRecord]] = (),
 ) -> TopologySnapshot:
-    return snapshot_of(build_tree(nodes, preset), used)
+    return snapshot_of(build_tree(nodes, preset), used, placed)
 
 
 def render_path(path: tuple[str, ...]) -> str:
@@ -247,3 +294,10 @@ def _allocatable(tree: DomainTree, resource: str) -> IntArray:
                          dtype=np.int64, count=len(tree.nodes))
     column.flags.writeable = False
     return column
+
+
+@functools.lru_cache(maxsize=64)
+def _label_codes(tree: DomainTree, key: str) -> IntArray:
+    _, codes = _factorize([node.labels.get(key) for node in tree.nodes])
+    codes.flags.writeable = False
+    return codes

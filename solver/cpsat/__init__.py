@@ -19,9 +19,11 @@ __all__ = ["CpsatResult", "solve_cpsat"]
 
 
 def solve_cpsat(instance: Instance, config: SolverConfig, hint: NodePlan | None,
-                bounds: dict[str, int | None], started: float) -> CpsatResult:
-    """Single-shape gangs take the folded model; heterogeneous ones the detailed model."""
+                bounds: dict[str, int | None], started: float,
+                detailed: bool = False) -> CpsatResult:
+    """Single-shape gangs take the folded model; heterogeneous ones, and any with a
+    rising spread minimum (`detailed`), the detailed model."""
     deadline = started + config.time_limit_s * (1.0 - POSTPROCESS_SHARE)
-    if instance.shapes == 1:
+    if instance.shapes == 1 and not detailed and not instance.rising:
         return solve_folded(instance, config, hint, deadline, bounds)
     return solve_detailed(instance, config, hint, deadline, bounds)

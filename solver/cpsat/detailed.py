@@ -125,6 +125,54 @@ def _add_covers(model: cp_model.CpModel, instance: Instance, v: _Vars) -> None:
             model.add(sum(cap * var for cap, var in terms if cap > 0) >= need)
 
 
+def _pods_under(instance: Instance, v: _Vars, level: int, shape: int
+                ) -> dict[int, list[cp_model.IntVar]]:
+    """Pods variables of `shape` per domain of `level` (summed over its bottom domains)."""
+    tree = instance.snapshot.tree
+    bottom = tree.depth - 1
+    under: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+    for (domain, s), var in v.pods.items():
+        if s != shape:
+            continue
+        ancestor = domain
+        for lvl in range(bottom, level, -1):
+            ancestor = int(tree.parent_of[lvl][ancestor])
+        under[ancestor].append(var)
+    return under
+
+
+def _add_caps(model: cp_model.CpModel, instance: Instance, v: _Vars) -> None:
+    """Caps above the bottom level (the bottom's are in the pods variables' bounds)."""
+    bottom = instance.snapshot.tree.depth - 1
+    for shape in range(instance.shapes):
+        for level, hi in instance.caps_of(shape).items():
+            if level < bottom:
+                for domain, terms in _pods_under(instance, v, level, shape).items():
+                    model.add(sum(terms) <= int(hi[domain]))
+
+
+def _add_rising(model: cp_model.CpModel, instance: Instance, v: _Vars
+                ) -> list[cp_model.IntVar]:
+    """Each gang pod sees the others as placed: in every domain that receives pods,
+    `existing + placed <= m + maxSkew`, where m is at most the smallest
+    `existing + placed` over the eligible domains (the minimum, which may rise)."""
+    minima = []
+    for index, spread in enumerate(instance.rising):
+        need = instance.demand[spread.shape]
+        top = int(spread.existing.max(initial=0)) + need
+        low = model.new_int_var(0, top, f"spread_min_{index}")
+        minima.append(low)
+        under = _pods_under(instance, v, spread.level, spread.shape)
+        for domain in np.flatnonzero(spread.eligible).tolist():
+            placed = sum(under.get(domain, []))
+            existing = int(spread.existing[domain])
+            model.add(low <= existing + placed)
+            if domain in under:
+                model.add(existing + placed <= low + spread.max_skew).only_enforce_if(
+                    v.used[spread.level, domain])
+    return minima
+
+
 def _add_required(model: cp_model.CpModel, instance: Instance, v: _Vars) -> None:
     if instance.required is not None:
         model.add(v.level_count(instance.required) == 1)
@@ -211,6 +259,8 @@ def solve_detailed(instance: Instance, config: SolverConfig, hint: NodePlan | No
     add_tree_links(model, tree.parent_of, v.used, tree.depth - 1)
     _add_covers(model, instance, v)
     _add_required(model, instance, v)
+    _add_caps(model, instance, v)
+    minima = _add_rising(model, instance, v)
     model_s = time.perf_counter() - started
     levels = instance.snapshot.tree.levels
     stages = [Stage(key, tuple((1, var) for (lvl, _), var in v.used.items() if lvl == level),
@@ -218,7 +268,7 @@ def solve_detailed(instance: Instance, config: SolverConfig, hint: NodePlan | No
               for level, key in enumerate(levels)]
     stages.append(Stage("nodes", _node_count(v), bounds.get(NODE_LEVEL)))
     stages.append(Stage("best_fit", _fit_waste(instance, v)))
-    variables = [*v.used.values(), *v.pods.values(), *v.nodes.values()]
+    variables = [*v.used.values(), *v.pods.values(), *v.nodes.values(), *minima]
     incumbent = _incumbent(instance, v, hint) if hint is not None else None
     result = run_stages(model, stages, variables, incumbent, config, deadline)
     plan = _extract(instance, v, result.values) if result.values is not None else None

@@ -28,6 +28,7 @@ then picks, per parent, the rack subset of least capacity that holds its pods (e
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import time
@@ -201,6 +202,8 @@ class _Deepening:
             for group, members in self.rack_groups(frontier).items():
                 caps_desc = sorted((cap for _, cap in members), reverse=True)
                 capacity = min(sum(caps_desc), self.need)
+                if self.bottom > 0:  # the parent's own cap, when it has one
+                    capacity = min(capacity, int(self.caps[self.bottom - 1][group]))
                 pods[group] = model.new_int_var(0, capacity, f"p{group}")
                 racks[group] = model.new_int_var(0, min(len(members), self.need), f"r{group}")
                 flag = used[top_level, group] if top_level >= 0 else 1
@@ -226,6 +229,7 @@ class _Deepening:
                     model.add(pods[domain] <= cap * flag)
                     model.add(pods[domain] >= flag)
         model.add(sum(pods.values()) == self.need)
+        self.add_caps_above(model, pods, self.bottom - 1 if rack_stage else upto)
         add_tree_links(model, self.tree.parent_of, used, top_level)
         for level in range(top_level + 1):
             model.add(sum(int(self.caps[level][d]) * var
@@ -237,6 +241,21 @@ class _Deepening:
         if required is not None and required <= top_level:
             model.add(sum(var for (lvl, _), var in used.items() if lvl == required) == 1)
         return _Model(model, used, pods, racks)
+
+    def add_caps_above(self, model: cp_model.CpModel, pods: dict[int, cp_model.IntVar],
+                       pods_level: int) -> None:
+        """Caps at levels above the one the model counts pods at: the pods under each
+        capped domain sum to at most its cap. (At or below that level the clipped
+        capacities already hold them exactly.)"""
+        for level, hi in self.instance.caps_of(0).items():
+            if level >= pods_level:
+                continue
+            under: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+            for domain, var in pods.items():
+                under[int(ancestors(self.tree, pods_level, np.asarray([domain]), level)[0])
+                      ].append(var)
+            for domain, terms in under.items():
+                model.add(sum(terms) <= int(hi[domain]))
 
     def children_of_single_parent(self, frontier: Frontier,
                                   level: int) -> tuple[int, str, Loads, Frontier] | None:
@@ -575,6 +594,7 @@ def _extract(run: _Deepening, frontier: Frontier, built: _Model,
              values: dict[int, int]) -> NodePlan:
     tree, bottom = run.tree, run.bottom
     node_caps = np.minimum(run.instance.capacity[:, 0], run.need)
+    quota = run.caps[bottom]
     groups = run.rack_groups(frontier)
     placed: dict[int, int] = {}
     for group in sorted(built.pods):
@@ -586,7 +606,7 @@ def _extract(run: _Deepening, frontier: Frontier, built: _Model,
         if chosen is None:  # not reachable from a model solution; keep the prefix rule
             chosen = sorted(range(len(members)), key=lambda i: -members[i][1])[:count]
         racks = [members[index][0] for index in chosen]
-        placed.update(_fill_nodes(tree, bottom, node_caps, racks, want))
+        placed.update(_fill_nodes(tree, bottom, node_caps, racks, want, quota))
     return NodePlan((placed,))
 
 
@@ -607,39 +627,61 @@ def _choose_racks(run: _Deepening, members: list[tuple[int, int]], count: int, w
         if sum(members[i][1] for i in subset) < want:
             continue
         racks = [members[i][0] for i in subset]
-        key = (len(_fill_nodes(run.tree, run.bottom, node_caps, racks, want)),
+        key = (len(_fill_nodes(run.tree, run.bottom, node_caps, racks, want,
+                               run.caps[run.bottom])),
                sum(free[i] for i in subset), subset)
         best = key if best is None or key < best else best
     return list(best[2]) if best is not None else None
 
 
 def _fill_nodes(tree: DomainTree, bottom: int, node_caps: IntArray, racks: list[int],
-                want: int) -> dict[int, int]:
-    """The fewest nodes of the chosen racks that hold `want` pods with every rack used:
-    each rack's largest node first, then the largest of the rest; pods fill nodes in that
-    order, the last node taking the remainder (exact for these racks)."""
-    forced: list[int] = []
-    rest: list[int] = []
+                want: int, quota: IntArray) -> dict[int, int]:
+    """The fewest nodes of the chosen racks that hold `want` pods with every rack used
+    and no rack over its quota (its capacity, or less under a cap): each rack's largest
+    node first, then the node adding the most room, until the room reaches `want`; pods
+    fill nodes in that order. Room added by a node is its capacity up to what its rack's
+    quota leaves, so taking the largest gain each time is exact (the room of a set of
+    nodes is a polymatroid rank); without caps it is simply largest-first."""
+    rack_of: dict[int, int] = {}
+    room: dict[int, int] = {}
+    chosen: list[int] = []
+    queue: list[tuple[int, int]] = []
     for rack in racks:
         span = tree.members(bottom, rack)
         nodes = sorted((n for n in span if node_caps[n] > 0),
                        key=lambda n: (-int(node_caps[n]), n))
-        forced.append(nodes[0])
-        rest.extend(nodes[1:])
-    rest.sort(key=lambda n: (-int(node_caps[n]), n))
-    chosen = list(forced)
-    total = sum(int(node_caps[n]) for n in chosen)
-    for node in rest:
-        if total >= want:
-            break
+        for n in nodes:
+            rack_of[n] = rack
+        first = nodes[0]
+        chosen.append(first)
+        room[rack] = min(int(node_caps[first]), int(quota[rack]))
+        queue.extend((-int(node_caps[n]), n) for n in nodes[1:])
+    total = sum(room.values())
+    heapq.heapify(queue)
+    while total < want and queue:
+        negative, node = heapq.heappop(queue)
+        rack = rack_of[node]
+        gain = min(int(node_caps[node]), int(quota[rack]) - room[rack])
+        if gain <= 0:
+            continue
+        if gain < -negative:  # its rack filled up since it was queued: look again
+            heapq.heappush(queue, (-gain, node))
+            continue
         chosen.append(node)
-        total += int(node_caps[node])
+        room[rack] += gain
+        total += gain
     loads = dict.fromkeys(chosen, 1)
+    used = dict.fromkeys(racks, 0)
+    for node in chosen:
+        used[rack_of[node]] += 1
     left = want - len(chosen)
     for node in chosen:
-        extra = min(left, int(node_caps[node]) - 1)
-        loads[node] += extra
-        left -= extra
+        rack = rack_of[node]
+        extra = min(left, int(node_caps[node]) - 1, int(quota[rack]) - used[rack])
+        if extra > 0:
+            loads[node] += extra
+            used[rack] += extra
+            left -= extra
     return loads
 
 

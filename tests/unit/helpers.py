@@ -14,6 +14,7 @@ def node(name: str, path: tuple[str, ...], gpus: int = 8, *, taints: tuple[Taint
          ready: bool = True, unschedulable: bool = False,
          extra: dict[str, str] | None = None) -> NodeRecord:
     labels = dict(zip(LEVELS, path, strict=False))
+    labels["kubernetes.io/hostname"] = name  # as the kubelet labels every node
     labels.update(extra or {})
     return NodeRecord(name, labels, {GPU: gpus, "cpu": 192_000, "memory": 2**40, "pods": 110},
                       taints, unschedulable, ready)

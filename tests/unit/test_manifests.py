@@ -18,6 +18,7 @@ from yamllint.config import YamlLintConfig
 from kube.resources import POD_GROUPS
 from scheduler.config import Config, load_config, parse_config
 from scheduler.offline import gang_of, request_from_workload
+from scheduler.request import request_for
 from scheduler.sources.base import REQUIRED
 from scheduler.sources.owner import OWNER_KINDS
 from solver.solve import solve
@@ -260,9 +261,9 @@ def test_each_example_places_on_a_synthetic_fleet():
     snapshot = build_snapshot(fleet, {}, PRESETS["aws"])
     examples = documents("examples")
     gangs = [request_from_workload(d) for d in examples if d["kind"] in ("StatefulSet", "Job")]
-    gangs.append(gang_of(
+    gangs.append(request_for(gang_of(
         [next(d for d in examples if d["kind"] == "PodGroup")],
-        [pod_from_json(d) for d in examples if d["kind"] == "Pod"])[1])
+        [pod_from_json(d) for d in examples if d["kind"] == "Pod"])))
     for gang in gangs:
         result = solve(gang, snapshot)
         assert result.status == "placed", (gang.name, getattr(result, "reason", ""))

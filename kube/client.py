@@ -89,8 +89,11 @@ class KubeClient:
     """Thread-safe: urllib3 pools connections; one instance serves all threads."""
 
     def __init__(self, configuration: Any, *, retry: RetryPolicy = RetryPolicy(),
-                 pool_size: int = 64) -> None:
+                 pool_size: int = 64, user_agent: str = "phalanx/0.1") -> None:
         self._config = configuration
+        self.user_agent = user_agent
+        """Sent with every request: the API server's audit log and metrics name the
+        client by it."""
         self.host = configuration.host.rstrip("/")
         self.retry = retry
         self.transient: Counter[int] = Counter()
@@ -109,7 +112,8 @@ class KubeClient:
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None,
-                        retry: RetryPolicy = RetryPolicy(), pool_size: int = 64) -> KubeClient:
+                        retry: RetryPolicy = RetryPolicy(), pool_size: int = 64,
+                        user_agent: str = "phalanx/0.1") -> KubeClient:
         """A client for `path`, or the in-cluster service account when path is None."""
         from kubernetes import client, config  # only for reading credentials
 
@@ -120,10 +124,10 @@ class KubeClient:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(path), context=context, client_configuration=configuration
             )
-        return cls(configuration, retry=retry, pool_size=pool_size)
+        return cls(configuration, retry=retry, pool_size=pool_size, user_agent=user_agent)
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "phalanx/0.1"}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if content_type:
             headers["Content-Type"] = content_type
         # auth_settings() refreshes expiring tokens (projected service-account tokens rotate).

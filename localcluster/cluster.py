@@ -71,6 +71,8 @@ class LocalCluster:
     workdir: Path = DEFAULT_WORKDIR
     bin_dir: Path | None = None
     extra_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    audit_policy: str | None = None
+    """An audit Policy (YAML) for the apiserver; its log is `audit_log`."""
     _kube: KubeClient | None = field(default=None, repr=False)
 
     @property
@@ -80,6 +82,10 @@ class LocalCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.cluster_dir / "kubeconfig.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.cluster_dir / "logs" / "audit.log"
 
     @classmethod
     def for_this_process(cls, suffix: str = "", **kwargs: Any) -> LocalCluster:
@@ -124,10 +130,15 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / f"{self.name}.kwokctl.yaml"
         config.write_text(self._kwokctl_config())
+        audit: list[str] = []
+        if self.audit_policy is not None:
+            policy = self.workdir / f"{self.name}.audit.yaml"
+            policy.write_text(self.audit_policy)
+            audit = ["--kube-audit-policy", str(policy)]
         done = self._kwokctl(
             "create", "cluster", "--config", str(config), "--runtime", "binary",
             "--kubeconfig", "", "--disable-qps-limits", "--kube-authorization",
-            "--kube-admission", "--wait", f"{int(timeout)}s", timeout=timeout + 60,
+            "--kube-admission", *audit, "--wait", f"{int(timeout)}s", timeout=timeout + 60,
         )
         if done.returncode != 0:
             logs = self._collect_logs()
@@ -183,6 +194,7 @@ class LocalCluster:
             time.sleep(0.1)
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
         (self.workdir / f"{self.name}.kwokctl.yaml").unlink(missing_ok=True)
+        (self.workdir / f"{self.name}.audit.yaml").unlink(missing_ok=True)
         self._kube = None
         left = self.processes()
         if left:

@@ -1,4 +1,4 @@
-"""Binding many pods at once through `pods/binding`.
+"""Binding many pods at once through `pods/binding`, and their volumes first.
 
 Raw JSON, one POST per pod on a shared connection pool, `concurrency` in flight. 201 is
 success (the reply is a Status, which the generated client's Binding model cannot parse).
@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from kube import NO_RETRY, ApiError, ApiUnavailable, KubeClient, transient
-from kube.resources import PODS
+from kube.resources import PODS, PVCS, PVS
 from scheduler.collaborators import NOT_LEADER, BindResult
+from scheduler.volumes import SELECTED_NODE, VolumeAction
 
 
 def binding_body(namespace: str, name: str, node: str) -> dict[str, object]:
@@ -79,3 +80,36 @@ class Binder:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+class VolumeWriter:
+    """The PreBind writes for claims waiting for their first consumer: a static volume's
+    `spec.claimRef` (the volume controller completes the binding) or the claim's
+    `volume.kubernetes.io/selected-node` annotation (the provisioner creates the volume
+    on that node's topology)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    def apply(self, actions: Sequence[VolumeAction]) -> list[str]:
+        """Errors, one line per failed write (empty: all written)."""
+        errors = []
+        for action in actions:
+            try:
+                if action.volume:
+                    patch = {"metadata": {"annotations": {
+                                 "pv.kubernetes.io/bound-by-controller": "yes"}},
+                             "spec": {"claimRef": {
+                                 "kind": "PersistentVolumeClaim", "apiVersion": "v1",
+                                 "namespace": action.namespace, "name": action.claim,
+                                 "uid": action.claim_uid}}}
+                    self.kube.call("PATCH", PVS.path(name=action.volume), body=patch,
+                                   content_type="application/merge-patch+json")
+                else:
+                    patch = {"metadata": {"annotations": {SELECTED_NODE: action.node}}}
+                    self.kube.call("PATCH", PVCS.path(action.namespace, action.claim),
+                                   body=patch, content_type="application/merge-patch+json")
+            except ApiError as exc:
+                errors.append(f"{action.namespace}/{action.claim}: {exc.status} {exc.reason}: "
+                              f"{exc.message}"[:200])
+        return errors

@@ -47,6 +47,21 @@ class Change(Enum):
 
 
 @dataclass(frozen=True)
+class BadPod:
+    """A pod whose spec Phalanx cannot read: never placed, reported by name instead."""
+
+    namespace: str
+    name: str
+    uid: str
+    scheduler_name: str
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Assumed:
     pod: PodRecord
     node: str
@@ -66,8 +81,12 @@ class ClusterCache:
         """Watched objects by resource, then namespace/name."""
         self.assumed: dict[str, Assumed] = {}
         self.bad_objects: dict[str, str] = {}
-        """Objects that could not be parsed, by kind/name: reported, never fatal."""
+        """Nodes that could not be parsed, by kind/name: never fatal."""
+        self.bad_pods: dict[str, BadPod] = {}
+        """Pods that could not be parsed, by namespace/name: reported to their owners."""
         self.node_generation = 0
+        self.object_generation: dict[Resource, int] = {}
+        """Per watched resource, how often its objects changed."""
         self.freed = 0
         """Counts room given back, so a gang that did not fit knows when to look again."""
         self._tree: tuple[int, DomainTree] | None = None
@@ -78,8 +97,17 @@ class ClusterCache:
             record = parse(raw)
         except RecordError as exc:
             meta = raw.get("metadata") or {}
-            self.bad_objects[f"{kind}/{meta.get('namespace', '')}/{meta.get('name')}"] = str(exc)
+            namespace, name = meta.get("namespace") or "default", str(meta.get("name"))
+            if kind == "pod":
+                self.bad_pods[f"{namespace}/{name}"] = BadPod(
+                    namespace, name, str(meta.get("uid") or ""),
+                    str((raw.get("spec") or {}).get("schedulerName") or "default-scheduler"),
+                    str(exc))
+            else:
+                self.bad_objects[f"{kind}/{namespace}/{name}"] = str(exc)
             return None
+        if kind == "pod":
+            self.bad_pods.pop(record.key, None)
         return record
 
     def _parse_all(self, kind: str, items: list[Raw], parse: Callable[[Raw], Any]) -> list[Any]:
@@ -117,6 +145,7 @@ class ClusterCache:
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
             self.pods = {r.key: r for r in records}
+            self.bad_pods = {k: b for k, b in self.bad_pods.items() if k not in self.pods}
             self._confirm_assumed()
             self.freed += 1
         self.on_change(Change.FREED)
@@ -128,6 +157,7 @@ class ClusterCache:
             if kind == "DELETED":
                 self.pods.pop(key, None)
                 self.assumed.pop(key, None)
+                self.bad_pods.pop(key, None)
                 self.freed += 1
             else:
                 record = self._parse("pod", raw, pod_from_json)
@@ -149,6 +179,7 @@ class ClusterCache:
     def install_objects(self, resource: Resource, items: list[Raw]) -> None:
         with self.lock:
             self.objects[resource] = {_key(item): item for item in items}
+            self.object_generation[resource] = self.object_generation.get(resource, 0) + 1
         self.on_change(Change.OBJECTS)
 
     def object_event(self, resource: Resource, kind: str, raw: Raw) -> None:
@@ -158,7 +189,16 @@ class ClusterCache:
                 store.pop(_key(raw), None)
             else:
                 store[_key(raw)] = raw
+            self.object_generation[resource] = self.object_generation.get(resource, 0) + 1
         self.on_change(Change.OBJECTS)
+
+    def objects_of(self, resource: Resource) -> dict[str, Raw]:
+        with self.lock:
+            return dict(self.objects.get(resource, {}))
+
+    def generation_of(self, resources: tuple[Resource, ...]) -> int:
+        with self.lock:
+            return sum(self.object_generation.get(r, 0) for r in resources)
 
     # -- assume cache -----------------------------------------------------------------
     def assume(self, pod: PodRecord, node: str) -> None:
@@ -181,6 +221,10 @@ class ClusterCache:
                 del self.assumed[key]
 
     # -- reads ------------------------------------------------------------------------
+    def unreadable(self, scheduler_name: str) -> list[BadPod]:
+        with self.lock:
+            return [b for b in self.bad_pods.values() if b.scheduler_name == scheduler_name]
+
     def watched(self, resource: Resource) -> bool:
         with self.lock:
             return resource in self.objects
@@ -206,11 +250,19 @@ class ClusterCache:
         with self.lock:
             return self.node_generation, self.freed
 
-    def placed(self) -> list[tuple[str, PodRecord]]:
-        """(node, pod) of every bound unfinished pod and every assumed pod."""
+    def placed(self, exclude: frozenset[str] = frozenset()) -> list[tuple[str, PodRecord]]:
+        """(node, pod) of every bound unfinished pod, every assumed pod, and every pod a
+        preemption nominated for a node (its room is held for it, as kube-scheduler holds
+        it), except the pods in `exclude` (the gang being placed: its own nominations)."""
         with self.lock:
             self._confirm_assumed()
-            on_nodes = [(p.node_name, p) for p in self.pods.values() if p.consumes_capacity]
+            on_nodes = []
+            for pod in self.pods.values():
+                if pod.consumes_capacity:
+                    on_nodes.append((pod.node_name, pod))
+                elif (pod.nominated_node and not pod.node_name and not pod.terminal
+                      and pod.key not in self.assumed and pod.key not in exclude):
+                    on_nodes.append((pod.nominated_node, pod))
             on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
         return on_nodes
 
@@ -231,13 +283,14 @@ class ClusterCache:
                     dict((raw.get("metadata") or {}).get("labels") or {})
                     for raw in found.values()}
 
-    def snapshot(self) -> TopologySnapshot:
+    def snapshot(self, exclude: frozenset[str] = frozenset()) -> TopologySnapshot:
+        """`exclude`: pods whose nominated room is not held (the gang being placed)."""
         with self.lock:
             generation = self.node_generation
             nodes = list(self.nodes.values())
         if self._tree is None or self._tree[0] != generation:
             self._tree = (generation, build_tree(nodes, self.preset))
-        placed = self.placed()
+        placed = self.placed(exclude)
         return snapshot_of(self._tree[1], self.usage(placed), placed, self.namespace_labels())
 
 

@@ -151,7 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         config = replace(config, http_address=args.http_address)
     try:
-        kube = KubeClient.from_kubeconfig(args.kubeconfig, pool_size=config.bind_concurrency * 2)
+        kube = KubeClient.from_kubeconfig(args.kubeconfig, pool_size=config.bind_concurrency * 2,
+                                          user_agent=f"phalanx-scheduler/0.1.0 "
+                                                     f"({config.scheduler_name})")
     except Exception as exc:  # kubeconfig unreadable, no in-cluster environment
         print(f"phalanx run: cannot load credentials: {exc}", file=sys.stderr)
         return 1

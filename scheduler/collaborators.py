@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from kube import transient
 from kube.resources import ObjectRef
+from scheduler.volumes import VolumeAction
 
 NOT_LEADER = -1
 """BindResult.status of a bind not sent because this instance stopped leading."""
@@ -45,6 +46,12 @@ class Binder(Protocol):
     def bind_all(self, placements: Sequence[tuple[str, str]]
                  ) -> tuple[list[BindResult], float]:
         """Binds every (pod key, node) concurrently; results in order, and seconds."""
+        ...
+
+
+class VolumeWriter(Protocol):
+    def apply(self, actions: Sequence[VolumeAction]) -> list[str]:
+        """Writes each claim's volume choice; the errors, one line each."""
         ...
 
 

@@ -3,13 +3,16 @@
 One gang's cycle, in named phases (kube-scheduler's schedule_one.go, at gang
 granularity), each a method below:
 
-    admit -> solve -> assume -> bind -> settle -> report
-             \\-- does not fit ----------------> report (once per reason)
+    admit -> solve -> assume -> [volumes] -> bind -> settle -> report
+             \\-- does not fit ---------------------------> report (once per reason)
 
 - admit: an invalid gang is reported; one without enough ungated members waits; one that
   did not fit waits until something it depends on moved (`_worth_solving`).
 - solve: the whole gang, or only the missing members next to the running ones.
 - assume: every chosen pod takes its room in the cache before any bind returns.
+- volumes: claims waiting for their first consumer get their volume (a static volume's
+  claimRef, or the selected-node annotation); the gang is bound once all are Bound, its
+  room kept meanwhile (`_finish_volume_waits`), as kube-scheduler's PreBind waits.
 - bind: all pods concurrently; binds refused because this instance stopped leading are
   not failures and leave the rest to the new leader.
 - settle: failed binds are forgotten (their room freed, their node remembered) and the
@@ -26,17 +29,26 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from kube.resources import CSI_NODES, PVCS, PVS, STORAGE_CLASSES, ObjectRef
 from scheduler.cache import ClusterCache
-from scheduler.collaborators import Binder, BindResult, Clock, Leadership, Recorder
+from scheduler.collaborators import (
+    Binder,
+    BindResult,
+    Clock,
+    Leadership,
+    Recorder,
+    VolumeWriter,
+)
 from scheduler.config import Config
 from scheduler.discovery import discover
-from scheduler.gang import Gang, GangKey
+from scheduler.gang import Gang, GangKey, GangSpec
 from scheduler.metrics import SchedulerMetrics
 from scheduler.report import EventReason, Reporter, not_placed, placed, timed_out
-from scheduler.request import request_for
+from scheduler.request import no_volume_rules, request_for
 from scheduler.singles import SinglePods
 from scheduler.sources import GangSource, ObjectLookup, sources
-from scheduler.state import Attempt, GangPhase, GangRecord
+from scheduler.state import Attempt, GangPhase, GangRecord, VolumeWait
+from scheduler.volumes import BIND_TIMEOUT_S, VolumeView, view_from
 from solver.errors import BadRequest
 from solver.explain import PlacementExplanation, explain_placement, remedies
 from solver.nearby import home_shortfall, place_near
@@ -44,23 +56,27 @@ from solver.reasons import FitCode
 from solver.request import GangRequest, SolverConfig
 from solver.result import Placement, Unschedulable
 from solver.solve import solve
+from topology.records import PodRecord
 from topology.snapshot import TopologySnapshot
 
 log = logging.getLogger("phalanx.scheduler")
 PRUNE_EVERY_S = 10.0
+VOLUME_OBJECTS = (PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
 
 
 class Scheduler:
     def __init__(self, config: Config, cluster: ClusterCache, objects: ObjectLookup,
                  binder: Binder, recorder: Recorder, clock: Clock, leadership: Leadership,
                  metrics: SchedulerMetrics,
-                 gang_sources: Sequence[GangSource] | None = None) -> None:
+                 gang_sources: Sequence[GangSource] | None = None,
+                 volume_writer: VolumeWriter | None = None) -> None:
         self.config, self.cluster, self.objects = config, cluster, objects
+        self.volume_writer = volume_writer
         self.binder, self.clock, self.leadership, self.metrics = (binder, clock, leadership,
                                                                   metrics)
         self.sources = tuple(gang_sources if gang_sources is not None
                              else sources(config.accelerators))
-        self.reporter = Reporter(recorder)
+        self.reporter = Reporter(recorder, clock)
         self.singles = SinglePods(cluster, binder, self.reporter, metrics)
         self.records: dict[GangKey, GangRecord] = {}
         self.solver_config = SolverConfig(algorithm=config.algorithm,
@@ -68,10 +84,13 @@ class Scheduler:
         self.repair_due = False
         """A bind failed this cycle: the next cycle should run at once."""
         self._pruned_at = -1e18
+        self._view: VolumeView | None = None
 
     # -- one cycle --------------------------------------------------------------------
     def cycle(self) -> None:
         self.repair_due = False
+        self._view = None
+        self._finish_volume_waits()
         pods, assumed = self.cluster.all_pods()
         name = self.config.scheduler_name
         found = discover(pods, assumed, ours=lambda p: p.scheduler_name == name,
@@ -83,18 +102,27 @@ class Scheduler:
         self._prune({gang.key for gang in found.gangs}, {p.key for p in pods})
         if found.singles and self.leadership.leading():
             singles = sorted(found.singles, key=lambda p: (-p.priority, p.created, p.key))
-            self.singles.schedule(singles, self.cluster.snapshot())
-        self.reporter.forget_pods({p.key for p in found.singles})
+            self.singles.schedule(singles, self.cluster.snapshot(
+                frozenset(p.key for p in singles)))
+        unreadable = self.cluster.unreadable(name)
+        for bad in unreadable:
+            self.reporter.pod_unreadable(ObjectRef("Pod", bad.namespace, bad.name, bad.uid),
+                                         bad.message)
+        self.reporter.forget_pods({p.key for p in found.singles} | {b.key for b in unreadable})
 
     def schedule_gang(self, gang: Gang, source: str = "") -> None:
         record = self._track(gang, source)
         self._check_timeout(gang, record)
         if not self._admit(gang, record):
             return
-        snapshot = self.cluster.snapshot()
-        request = request_for(gang, snapshot.anti_affinity_keys)
+        snapshot = self.cluster.snapshot(frozenset(p.key for p in gang.pending))
+        claims = any(p.volumes.claims for p in gang.pending)
+        view = self._volumes(snapshot) if claims else None
+        request = request_for(gang, snapshot.anti_affinity_keys,
+                              view.rules_for if view is not None else no_volume_rules)
         nodes, freed = self.cluster.versions()
-        record.attempt = Attempt(nodes, freed, gang.members_version, self.clock.monotonic())
+        record.attempt = Attempt(nodes, freed, gang.members_version, self.clock.monotonic(),
+                                 volumes=self.cluster.generation_of(VOLUME_OBJECTS))
         try:
             result = self._solve(gang, record, request, snapshot)
         except BadRequest as exc:
@@ -107,12 +135,14 @@ class Scheduler:
             self._unschedulable(gang, record, result, len(snapshot.nodes))
             return
         chosen = self._assume(gang, result)
-        record.move(GangPhase.BINDING, self.clock.time())
-        results, bind_s = self.binder.bind_all([(pod, node) for pod, node in chosen])
-        self._settle(gang, record, result, results, bind_s)
         record.explanation, record.remedies = self._explain(request, snapshot, result), ()
         if result.solver.algorithm == "nearby":
             record.result = _with_running(previous, result)
+        if view is not None and self._wait_for_volumes(gang, record, result, chosen, view):
+            return
+        record.move(GangPhase.BINDING, self.clock.time())
+        results, bind_s = self.binder.bind_all([(pod.key, node) for pod, node in chosen])
+        self._settle(gang, record, result, results, bind_s)
 
     # -- phases -----------------------------------------------------------------------
     def _track(self, gang: Gang, source: str) -> GangRecord:
@@ -121,6 +151,7 @@ class Scheduler:
             record = self.records[gang.key] = GangRecord(gang.key)
             record.move(GangPhase.WAITING, self.clock.time())
         record.observe(gang, source)
+        self.reporter.flush(record)
         return record
 
     def _admit(self, gang: Gang, record: GangRecord) -> bool:
@@ -148,6 +179,8 @@ class Scheduler:
         nodes, freed = self.cluster.versions()
         if last.members != gang.members_version or last.nodes != nodes:
             return True
+        if last.volumes != self.cluster.generation_of(VOLUME_OBJECTS):
+            return True  # a claim, volume or class changed
         if last.code is FitCode.UNRESOLVABLE:
             return False
         retry_due = self.clock.monotonic() - last.at > self.config.unschedulable_retry_s
@@ -175,13 +208,82 @@ class Scheduler:
         # Not even one node fits some member: the whole-gang solver says why.
         return solve(request, snapshot, self.solver_config)
 
-    def _assume(self, gang: Gang, placement: Placement) -> list[tuple[str, str]]:
+    def _assume(self, gang: Gang, placement: Placement) -> list[tuple[PodRecord, str]]:
         """The room is taken before any bind returns."""
         by_name = {p.name: p for p in gang.pending}
         chosen = [(by_name[a.pod], a.node) for a in placement.assignments]
         for pod, node in chosen:
             self.cluster.assume(pod, node)
-        return [(pod.key, node) for pod, node in chosen]
+        return chosen
+
+    # -- volumes ----------------------------------------------------------------------
+    def _volumes(self, snapshot: TopologySnapshot) -> VolumeView:
+        if self._view is None:
+            pods, _ = self.cluster.all_pods()
+            self._view = view_from({r: self.cluster.objects_of(r) for r in VOLUME_OBJECTS},
+                                   pods, snapshot.nodes)
+        return self._view
+
+    def _wait_for_volumes(self, gang: Gang, record: GangRecord, placement: Placement,
+                          chosen: list[tuple[PodRecord, str]], view: VolumeView) -> bool:
+        """Settles the claims waiting for their first consumer; True when the gang must
+        wait for them before its pods are bound (their room stays reserved)."""
+        pods = [pod for pod, _ in chosen]
+        if view.claims_bound(pods):
+            return False
+        actions = view.actions(chosen)
+        errors = self.volume_writer.apply(actions) if self.volume_writer is not None else [
+            "this scheduler has no volume writer"]
+        if errors:
+            for pod in pods:
+                self.cluster.forget(pod.key)
+            message = f"binding volumes failed: {'; '.join(errors)[:600]}"
+            record.move(GangPhase.UNSCHEDULABLE, self.clock.time())
+            self.reporter.report(gang, record, not_placed(
+                gang, EventReason.FAILED_SCHEDULING, "VolumeBindingFailed", message,
+                "volumes-failed"))
+            return True
+        record.volume_wait = VolumeWait(tuple(chosen), placement,
+                                        self.clock.monotonic() + BIND_TIMEOUT_S)
+        record.move(GangPhase.VOLUMES, self.clock.time())
+        log.info("gang=%s decision=waiting-for-volumes claims=%d writes=%d", gang.key,
+                 sum(len(p.volumes.claims) for p in pods), len(actions))
+        return True
+
+    def _finish_volume_waits(self) -> None:
+        """Gangs placed and waiting for their claims: bound once every claim is Bound;
+        given up (forgotten, solved again) at the deadline; their room kept meanwhile."""
+        waiting = [r for r in self.records.values() if r.volume_wait is not None]
+        if not waiting:
+            return
+        snapshot = self.cluster.snapshot()
+        for record in waiting:
+            wait = record.volume_wait
+            assert wait is not None
+            pods = [pod for pod, _ in wait.placements]
+            gang = self._waiting_gang(record, pods)
+            if self._volumes(snapshot).claims_bound(pods):
+                record.volume_wait = None
+                record.move(GangPhase.BINDING, self.clock.time())
+                results, bind_s = self.binder.bind_all([(p.key, n) for p, n in wait.placements])
+                self._settle(gang, record, wait.placement, results, bind_s)
+            elif self.clock.monotonic() > wait.deadline:
+                record.volume_wait = None
+                for pod in pods:
+                    self.cluster.forget(pod.key)
+                record.move(GangPhase.UNSCHEDULABLE, self.clock.time())
+                self.reporter.report(gang, record, not_placed(
+                    gang, EventReason.FAILED_SCHEDULING, "VolumeBindingTimeout",
+                    f"claims not bound within {BIND_TIMEOUT_S:.0f}s of choosing their nodes; "
+                    f"placing the gang again", "volumes-timeout"))
+            else:
+                for pod, node in wait.placements:  # keep the room reserved
+                    self.cluster.assume(pod, node)
+
+    def _waiting_gang(self, record: GangRecord, pods: list[PodRecord]) -> Gang:
+        assert record.ref is not None
+        spec = GangSpec(record.ref, record.min_member, record.size, record.constraints)
+        return Gang(record.key, spec, tuple(pods), (), record.bound_pods)
 
     def _settle(self, gang: Gang, record: GangRecord, placement: Placement,
                 results: list[BindResult], bind_s: float) -> None:
@@ -259,6 +361,7 @@ class Scheduler:
         for key, record in list(self.records.items()):
             if key not in waiting and not record.phase.placed:
                 del self.records[key]
+                self.reporter.deferred.pop(key, None)
         now = self.clock.monotonic()
         if now - self._pruned_at < PRUNE_EVERY_S:
             return

@@ -4,6 +4,11 @@ Events are core/v1 Events as kube-scheduler writes them (`kubectl describe pod` 
 them): reason Scheduled / FailedScheduling on pods, and one per gang decision on the
 PodGroup or the owning workload (what to write is `scheduler.report`'s decision).
 Messages are capped at the API's 1 KiB note limit.
+
+Repeated Events of one object with one reason and type fold into the first one, as
+client-go's event correlator folds them: its `count` goes up and its message and
+`lastTimestamp` follow the newest (one PATCH instead of a new Event), for SERIES_S after
+it was created; the recorder remembers the last SERIES_KEPT such series.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from kube import ApiError, KubeClient
@@ -20,6 +27,17 @@ from kube.resources import EVENTS, POD_GROUPS, ObjectRef
 
 log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 1024
+SERIES_S = 600.0
+SERIES_KEPT = 4096
+Item = tuple[str, str, Any, Any]
+"""(method, path, body, body to POST instead if the PATCH finds no Event)."""
+
+
+@dataclass
+class _Series:
+    name: str
+    count: int
+    started: float
 
 
 def _now() -> str:
@@ -46,10 +64,12 @@ def event_body(ref: ObjectRef, reason: str, message: str, warning: bool,
 class EventRecorder:
     def __init__(self, kube: KubeClient, component: str, workers: int = 4) -> None:
         self.kube, self.component = kube, component
-        self.queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
+        self.queue: queue.Queue[Item | None] = queue.Queue()
         # Events are independent creates: several writers. Status patches of one object
         # must land in order (scheduled=3 must not overwrite scheduled=4): one writer.
-        self.status_queue: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
+        self.status_queue: queue.Queue[Item | None] = queue.Queue()
+        self.series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
+        self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, args=(self.queue,), daemon=True,
                                          name=f"events-{i}") for i in range(workers)]
         self.threads.append(threading.Thread(target=self._run, args=(self.status_queue,),
@@ -59,22 +79,44 @@ class EventRecorder:
 
     def event(self, ref: ObjectRef, reason: str, message: str, warning: bool = False) -> None:
         body = event_body(ref, reason, message, warning, self.component)
-        self.queue.put(("POST", EVENTS.path(ref.namespace), body))
+        key = (ref.kind, ref.namespace, ref.name, ref.uid, reason, str(warning))
+        now = time.monotonic()
+        with self._lock:
+            series = self.series.get(key)
+            if series is not None and now - series.started < SERIES_S:
+                series.count += 1
+                self.series.move_to_end(key)
+                patch = {"count": series.count, "message": body["message"],
+                         "lastTimestamp": body["lastTimestamp"]}
+                body["metadata"]["name"] = series.name
+                self.queue.put(("PATCH", EVENTS.path(ref.namespace, series.name), patch, body))
+                return
+            self.series[key] = _Series(body["metadata"]["name"], 1, now)
+            while len(self.series) > SERIES_KEPT:
+                self.series.popitem(last=False)
+        self.queue.put(("POST", EVENTS.path(ref.namespace), body, None))
 
     def pod_group_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
         path = POD_GROUPS.path(ref.namespace, ref.name, "status")
-        self.status_queue.put(("PATCH", path, {"status": status}))
+        self.status_queue.put(("PATCH", path, {"status": status}, None))
 
-    def _run(self, source: queue.Queue[tuple[str, str, Any] | None]) -> None:
+    def _run(self, source: queue.Queue[Item | None]) -> None:
         while True:
             item = source.get()
             if item is None:
                 return
-            method, path, body = item
+            method, path, body, instead = item
             try:
                 content = ("application/merge-patch+json" if method == "PATCH"
                            else "application/json")
-                self.kube.request(method, path, body=body, content_type=content)
+                try:
+                    self.kube.request(method, path, body=body, content_type=content)
+                except ApiError as exc:
+                    if exc.status != 404 or instead is None:
+                        raise
+                    # The folded-into Event expired (Events live an hour): start anew.
+                    namespace = instead["metadata"]["namespace"]
+                    self.kube.request("POST", EVENTS.path(namespace), body=instead)
             except ApiError as exc:
                 log.warning("could not write %s %s: %s", method, path, exc)
             finally:

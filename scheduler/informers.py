@@ -9,10 +9,21 @@ from __future__ import annotations
 import time
 
 from kube import KubeClient, Watcher
-from kube.resources import NODES, POD_GROUPS, PODS, Resource
+from kube.resources import (
+    CSI_NODES,
+    NAMESPACES,
+    NODES,
+    POD_GROUPS,
+    PODS,
+    PVCS,
+    PVS,
+    STORAGE_CLASSES,
+    Resource,
+)
 from scheduler.cache import ClusterCache
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
 OPTIONAL_CHECK_S = 10.0
 """How often an optional resource that is not served yet is looked for."""
 
@@ -33,6 +44,9 @@ class Informers:
                     on_replace=cache.install_pods, on_event=cache.pod_event,
                     query={"fieldSelector": UNFINISHED}),
         ]
+        # Namespaces (for namespaceSelector), and the claims, volumes and classes that
+        # volume binding reads: small next to pods, always served.
+        self.watchers += [self._object_watcher(r) for r in WATCHED_OBJECTS]
         for watcher in self.watchers:
             watcher.start()
         self.ensure_optional()

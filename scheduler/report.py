@@ -1,8 +1,16 @@
 """The one place a gang decision becomes visible: Events, PodGroup status, the log line.
 
 A decision is first described as an `Outcome` (pure: `placed`, `not_placed`,
-`timed_out`), then `Reporter.report` writes it. Not-placed outcomes are written once per
-distinct message: a gang that stays pending for the same reason costs no further writes.
+`timed_out`), then `Reporter.report` writes it. What a waiting gang may cost the API
+server is bounded:
+- a not-placed outcome is written once per distinct message, and at most once per
+  REPORT_INTERVAL_S per gang; a newer message within the interval is kept and written
+  when it has passed (`flush`);
+- each member pod gets one FailedScheduling Event when its gang first cannot be placed,
+  and again only when the kind of reason changes; the gang's object carries every
+  update after that;
+- a PodGroup status is written only when it differs from the last one written;
+- the recorder folds repeated Events of one object and reason into one Event's count.
 Per-pod `Scheduled` Events, as `kubectl describe pod` users expect, come from here too,
 after the binds, off their path (the recorder writes asynchronously).
 """
@@ -17,13 +25,14 @@ from enum import Enum
 from typing import Any
 
 from kube.resources import ObjectRef
-from scheduler.collaborators import BindResult, Recorder
-from scheduler.gang import Gang
+from scheduler.collaborators import BindResult, Clock, Recorder
+from scheduler.gang import Gang, GangKey
 from scheduler.state import GangRecord
 from solver.result import Placement
 from topology.records import PodRecord
 
 log = logging.getLogger("phalanx.scheduler")
+REPORT_INTERVAL_S = 30.0
 
 
 class EventReason(Enum):
@@ -50,6 +59,12 @@ class Outcome:
     """Written only when it differs from the last not-placed report."""
     decision: str = field(default="")
     """One word for the log line: placed, repairing, unschedulable, invalid, ..."""
+
+
+def _status_signature(status: dict[str, Any]) -> tuple[object, ...]:
+    conditions = tuple((c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+                       for c in status.get("conditions") or ())
+    return (status.get("phase"), status.get("scheduled"), conditions)
 
 
 def pod_ref(pod: PodRecord) -> ObjectRef:
@@ -110,27 +125,59 @@ def timed_out(gang: Gang, phase: str) -> Outcome:
 
 
 class Reporter:
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
+    def __init__(self, recorder: Recorder, clock: Clock) -> None:
+        self.recorder, self.clock = recorder, clock
         self.single_reports: dict[str, str] = {}
         """pod key -> last FailedScheduling message written for it (per-pod path)."""
+        self.deferred: dict[GangKey, tuple[Gang, Outcome]] = {}
+        """Per gang, the newest not-placed report the interval held back."""
 
     def report(self, gang: Gang, record: GangRecord | None, outcome: Outcome) -> None:
+        pod_events = outcome.pod_events
         if outcome.once and record is not None:
             if record.reported == (outcome.reason.value, outcome.message):
+                self.deferred.pop(record.key, None)
                 return
+            now = self.clock.monotonic()
+            if now - record.reported_at < REPORT_INTERVAL_S:
+                self.deferred[record.key] = (gang, outcome)
+                return
+            if record.reported is None or record.reported[0] != outcome.reason.value:
+                record.told = frozenset()  # a new kind of reason: the pods hear it too
+            pod_events = tuple(e for e in pod_events if e[0].key not in record.told)
+            record.told = record.told | {e[0].key for e in pod_events}
             record.reported = (outcome.reason.value, outcome.message)
+            record.reported_at = now
+            self.deferred.pop(record.key, None)
         elif record is not None and outcome.reason in PLACED:
-            record.reported = None  # placed: a later failure is news again
+            record.reported, record.told = None, frozenset()
+            record.reported_at = -1e18  # placed: a later failure is news again
+            self.deferred.pop(record.key, None)
         ref = gang.spec.ref
         self.recorder.event(ref, outcome.reason.value, outcome.message, outcome.warning)
-        for pod, reason, message in outcome.pod_events:
+        for pod, reason, message in pod_events:
             self.recorder.event(pod_ref(pod), reason.value, message,
                                 reason is not EventReason.SCHEDULED)
         if outcome.pod_group is not None and ref.kind == "PodGroup":
-            self.recorder.pod_group_status(ref, outcome.pod_group)
+            self._status(ref, record, outcome.pod_group)
         log.info("gang=%s decision=%s reason=%s message=%r", gang.key, outcome.decision,
                  outcome.reason.value, outcome.message)
+
+    def flush(self, record: GangRecord) -> None:
+        """Writes a report held back by the interval, once the interval has passed."""
+        held = self.deferred.get(record.key)
+        if held is not None and self.clock.monotonic() - record.reported_at >= REPORT_INTERVAL_S:
+            self.report(held[0], record, held[1])
+
+    def _status(self, ref: ObjectRef, record: GangRecord | None,
+                status: dict[str, Any]) -> None:
+        """Only a status that differs (timestamps aside) from the last one written."""
+        signature = _status_signature(status)
+        if record is not None:
+            if record.status_written == signature:
+                return
+            record.status_written = signature
+        self.recorder.pod_group_status(ref, status)
 
     def pod_placed(self, pod: PodRecord, node: str) -> None:
         self.single_reports.pop(pod.key, None)
@@ -145,6 +192,16 @@ class Reporter:
         self.single_reports[pod.key] = message
         self.recorder.event(pod_ref(pod), EventReason.FAILED_SCHEDULING.value, message, True)
         log.debug("pod=%s decision=unschedulable message=%r", pod.key, message)
+
+    def pod_unreadable(self, ref: ObjectRef, message: str) -> None:
+        """A pod whose spec cannot be read: one Event naming the field, per message."""
+        key = f"{ref.namespace}/{ref.name}"
+        if self.single_reports.get(key) == message:
+            return
+        self.single_reports[key] = message
+        self.recorder.event(ref, EventReason.FAILED_SCHEDULING.value,
+                            f"cannot read the pod, so it is not placed: {message}", True)
+        log.info("pod=%s decision=invalid message=%r", key, message)
 
     def forget_pods(self, live: set[str]) -> None:
         for key in [k for k in self.single_reports if k not in live]:

@@ -3,7 +3,8 @@
 kube-scheduler's defaults, reduced to what matters here: the same filters as gangs
 (resources, nodeSelector, required affinity — a DaemonSet pod's affinity names its node —
 taints, unschedulable, NotReady), then NodeResourcesLeastAllocated on cpu and memory,
-ties broken by node name. Pods are chosen one after the other on one snapshot charged as
+ties broken by node name; a pod nominated for a node by a preemption takes that node
+when it fits there. Pods are chosen one after the other on one snapshot charged as
 they go (each placed pod assumed at once), then bound concurrently, as kube-scheduler's
 binding cycles run beside its scheduling.
 """
@@ -30,6 +31,9 @@ def choose_node(pod: PodRecord, snapshot: TopologySnapshot) -> tuple[str | None,
     candidates = np.flatnonzero(fit.capacity > 0)
     if len(candidates) == 0:
         return None, fit
+    nominated = snapshot.tree.index.get(pod.nominated_node, -1) if pod.nominated_node else -1
+    if nominated >= 0 and fit.capacity[nominated] > 0:
+        return pod.nominated_node, fit  # a preemption made room there: take it first
     score = np.zeros(len(candidates))
     for resource in ("cpu", "memory"):
         free = snapshot.resource_column(resource)

@@ -15,6 +15,7 @@ from scheduler.gang import Constraint, Gang, GangKey
 from solver.explain import PlacementExplanation
 from solver.reasons import FitCode
 from solver.result import Placement, Unschedulable
+from topology.records import PodRecord
 
 
 class GangPhase(Enum):
@@ -25,13 +26,15 @@ class GangPhase(Enum):
     UNSCHEDULABLE = "Pending: unschedulable"
     INVALID = "Pending: invalid"
     BINDING = "Binding"
+    VOLUMES = "Binding: waiting for volumes"
     BOUND = "Bound"
     REPAIRING = "Partially bound: repairing"
 
     @property
     def placed(self) -> bool:
         """Placed, or being placed: its record lives as long as its pods do."""
-        return self in (GangPhase.BINDING, GangPhase.BOUND, GangPhase.REPAIRING)
+        return self in (GangPhase.BINDING, GangPhase.VOLUMES, GangPhase.BOUND,
+                        GangPhase.REPAIRING)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,19 @@ class Attempt:
     """Clock.monotonic() of the attempt."""
     code: FitCode | None = None
     """Why it did not fit, when it did not."""
+    volumes: int = 0
+    """The cache's generation of claims, volumes and classes."""
+
+
+@dataclass(frozen=True)
+class VolumeWait:
+    """A placed gang whose claims are being given volumes: its pods stay assumed (room
+    reserved) and are bound once every claim is Bound, or forgotten at the deadline."""
+
+    placements: tuple[tuple[PodRecord, str], ...]
+    placement: Placement
+    deadline: float
+    """Clock.monotonic() after which the gang is given up and solved again."""
 
 
 @dataclass
@@ -75,6 +91,13 @@ class GangRecord:
     waiting_since: float = 0.0
     reported: tuple[str, str] | None = None
     """(reason, message) of the last not-placed report: the same one is not repeated."""
+    reported_at: float = -1e18
+    """Clock.monotonic() of that report: another waits REPORT_INTERVAL_S."""
+    told: frozenset[str] = frozenset()
+    """Members already given a FailedScheduling Event for the current kind of reason."""
+    status_written: tuple[object, ...] | None = None
+    """The PodGroup status last written (without timestamps): unchanged is not rewritten."""
+    volume_wait: VolumeWait | None = None
     failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
     """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
     transitions: list[tuple[GangPhase, float]] = field(default_factory=list)

@@ -127,8 +127,10 @@ def fit_shape(snapshot: TopologySnapshot, shape: PodShape, single: bool = False)
                                  dtype=bool, count=count)
             _exclude(excluded, blocked, ~admits, rule.reason)
         if rule.limits is not None:
-            limit = np.fromiter((rule.limits.get(n.name, 1 << 40) for n in nodes),
-                                dtype=np.int64, count=count)
+            limits = dict(rule.limits)
+            default = (1 << 40) if rule.unlisted is None else rule.unlisted
+            limit = np.fromiter((limits.get(n.name, default) for n in nodes), dtype=np.int64,
+                                count=count)
             _exclude(excluded, blocked, limit <= 0, rule.reason)
             capacity = np.minimum(capacity, limit)
     spread: tuple[interpod.SpreadState, ...] = ()

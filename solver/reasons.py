@@ -34,6 +34,7 @@ class ExclusionCode(Enum):
     VOLUME_NODE_AFFINITY = "node(s) didn't match PersistentVolume's node affinity"
     VOLUME_UNAVAILABLE = "node(s) didn't find available persistent volumes to bind"
     VOLUME_ZONE = "node(s) had no available volume zone"
+    VOLUME_LIMIT = "node(s) exceed max volume count"
     SPREAD_LABEL = ("node(s) didn't match pod topology spread constraints (missing required "
                     "label)")
     SPREAD = "node(s) didn't match pod topology spread constraints"

@@ -18,12 +18,16 @@ Algorithm = Literal["cpsat", "greedy"]
 class NodeRule:
     """A restriction on nodes that the shell derived from objects beyond the pod (a
     bound PersistentVolume's node affinity, the nodes a StorageClass may provision on):
-    nodes must match one of `terms` (None: any node) and hold at most `limits[node]`
-    pods of the shape (absent: no limit). `reason` names the failure."""
+    nodes must match one of `terms` (None: any node) and, with `limits`, hold at most so
+    many pods of the shape (the static volumes they could bind). `reason` names the
+    failure."""
 
     reason: Exclusion
     terms: tuple[SelectorTerm, ...] | None = None
-    limits: Mapping[str, int] | None = None
+    limits: tuple[tuple[str, int], ...] | None = None
+    """(node, most pods) pairs; a node not listed takes `unlisted`."""
+    unlisted: int | None = 0
+    """Most pods on a node `limits` does not list (None: no limit)."""
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def _merge_label_keys(obj: str, where: str, selector: LabelSelector | None, raw:
     for each key the pod carries, as the API server merges them."""
     extra: list[Requirement] = []
     for field_name, op in (("matchLabelKeys", "In"), ("mismatchLabelKeys", "NotIn")):
-        keys = raw.get(field_name) or ()
+        keys = raw.get(field_name) or []
         if not isinstance(keys, list):
             raise RecordError(obj, f"{where}.{field_name}", "a list of label keys", keys)
         extra += [Requirement(str(k), op, (labels[k],)) for k in keys if k in labels]
@@ -143,7 +143,7 @@ def _terms(obj: str, where: str, items: Any, labels: Mapping[str, str]
             raise RecordError(obj, at, "a pod affinity term with a topologyKey", term)
         selector = parse_label_selector(obj, f"{at}.labelSelector", term.get("labelSelector"))
         selector = _merge_label_keys(obj, at, selector, term, labels)
-        namespaces = term.get("namespaces") or ()
+        namespaces = term.get("namespaces") or []
         if not isinstance(namespaces, list):
             raise RecordError(obj, f"{at}.namespaces", "a list of namespaces", namespaces)
         out.append(PodAffinityTerm(

@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from kube.resources import JOBS, POD_GROUPS, STATEFULSETS, ObjectRef, Resource
+from kube.resources import (
+    JOBS,
+    POD_GROUPS,
+    PVCS,
+    PVS,
+    STATEFULSETS,
+    STORAGE_CLASSES,
+    ObjectRef,
+    Resource,
+)
 from scheduler.cache import ClusterCache
 from scheduler.collaborators import NOT_LEADER, BindResult, Leading
 from scheduler.config import Config
@@ -20,6 +29,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.state import GangPhase
 from solver.reasons import FitCode
 from tests.unit.helpers import GPU, LEVELS, node
+from topology.podrules import NO_VOLUMES, Volumes
 from topology.presets import resolve_preset
 from topology.records import OwnerRef, PodRecord
 
@@ -96,6 +106,15 @@ class Binder:
         return results, 0.01
 
 
+@dataclass
+class VolumeWriter:
+    actions: list[Any] = field(default_factory=list)
+
+    def apply(self, actions: Sequence[Any]) -> list[str]:
+        self.actions.extend(actions)
+        return []
+
+
 class World:
     """A scheduler over a small cluster: 2 zones x 2 blocks x 2 racks x 4 nodes."""
 
@@ -108,8 +127,10 @@ class World:
         self.binder = Binder(self.cache, self.leading.leading)
         self.metrics = SchedulerMetrics()
         self.config = config or Config(unschedulable_retry_s=30.0)
+        self.volumes = VolumeWriter()
         self.scheduler = Scheduler(self.config, self.cache, self.lookup, self.binder,
-                                   self.recorder, self.clock, self.leading, self.metrics)
+                                   self.recorder, self.clock, self.leading, self.metrics,
+                                   volume_writer=self.volumes)
         self.add_nodes(["z1", "z2"])
 
     def add_nodes(self, zones: list[str]) -> None:
@@ -123,7 +144,7 @@ class World:
 
     def pods(self, owner: str, count: int, *, kind: str = "StatefulSet", start: int = 0,
              labels: dict[str, str] | None = None, gates: tuple[str, ...] = (),
-             gpus: int = 8) -> list[PodRecord]:
+             gpus: int = 8, claim: str = "") -> list[PodRecord]:
         out = []
         for i in range(start, start + count):
             index = "apps.kubernetes.io/pod-index" if kind == "StatefulSet" else \
@@ -133,7 +154,8 @@ class World:
                             labels={index: str(i), **(labels or {})},
                             owner=OwnerRef(kind, owner, f"uid-{owner}", "apps/v1"),
                             created="2026-12-01T00:00:00Z", resource_version="1",
-                            scheduling_gates=gates)
+                            scheduling_gates=gates,
+                            volumes=Volumes((f"{claim}-{owner}-{i}",)) if claim else NO_VOLUMES)
             self.cache.put_pod(pod)
             out.append(pod)
         return out
@@ -335,3 +357,150 @@ def test_a_malformed_rank_label_is_named_and_nothing_binds(label: str) -> None:
     record = world.record("StatefulSet", "bad")
     assert record.phase is GangPhase.INVALID and label in record.error
     assert world.binder.sent == [] and world.recorder.reasons("bad") == ["InvalidGang"]
+
+
+def claim(name: str, storage_class: str, volume: str = "") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}"},
+            "spec": {"storageClassName": storage_class, "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "10Gi"}},
+                     **({"volumeName": volume} if volume else {})},
+            "status": {"phase": "Bound" if volume else "Pending"}}
+
+
+def local_volume(name: str, node_name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "spec": {"storageClassName": "local", "accessModes": ["ReadWriteOnce"],
+                     "capacity": {"storage": "100Gi"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In",
+                          "values": [node_name]}]}]}}},
+            "status": {"phase": "Available"}}
+
+
+def classes() -> list[dict[str, Any]]:
+    return [{"metadata": {"name": "local"}, "provisioner": "kubernetes.io/no-provisioner",
+             "volumeBindingMode": "WaitForFirstConsumer"},
+            {"metadata": {"name": "fast"}, "provisioner": "ebs.csi.aws.com",
+             "volumeBindingMode": "Immediate"}]
+
+
+def test_a_missing_claim_is_named_and_solved_again_once_it_exists() -> None:
+    world = World()
+    world.cache.install_objects(STORAGE_CLASSES, classes())
+    world.lookup.put(STATEFULSETS, "db", {"replicas": 1})
+    world.pods("db", 1, claim="data")
+    world.cycle(3)
+    record = world.record("StatefulSet", "db")
+    assert record.phase is GangPhase.UNSCHEDULABLE
+    assert record.attempt.code is FitCode.UNRESOLVABLE
+    assert 'persistentvolumeclaim "data-db-0" not found' in record.result.reason
+    assert world.solves("unschedulable") == 1
+    world.cache.install_objects(PVCS, [claim("data-db-0", "fast")])  # Immediate, unbound
+    world.cycle()
+    assert "pod has unbound immediate PersistentVolumeClaims" in record.result.reason
+    assert world.binder.sent == []
+
+
+def test_claims_waiting_for_a_consumer_get_static_volumes_then_the_gang_is_bound() -> None:
+    world = World()
+    nodes = sorted(world.cache.nodes)
+    world.cache.install_objects(STORAGE_CLASSES, classes())
+    # Local volumes on two nodes of different racks only: the gang must go there.
+    world.cache.install_objects(PVS, [local_volume("pv-a", nodes[0]),
+                                      local_volume("pv-b", nodes[20])])
+    world.cache.install_objects(PVCS, [claim("data-train-0", "local"),
+                                       claim("data-train-1", "local")])
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 2})
+    world.pods("train", 2, claim="data")
+    world.cycle()
+    record = world.record("StatefulSet", "train")
+    assert record.phase is GangPhase.VOLUMES and world.binder.sent == []
+    chosen = {a.claim: (a.volume, a.node) for a in world.volumes.actions}
+    assert sorted(v for v, _ in chosen.values()) == ["pv-a", "pv-b"]
+    assert {n for _, n in chosen.values()} == {nodes[0], nodes[20]}
+    assert set(world.cache.all_pods()[1]) == {f"{NS}/train-0", f"{NS}/train-1"}  # reserved
+    world.clock.now += 60  # past the assume TTL: the room stays reserved while waiting
+    world.cycle()
+    assert set(world.cache.all_pods()[1]) == {f"{NS}/train-0", f"{NS}/train-1"}
+    assert world.binder.sent == []
+    # The volume controller binds the claims; the gang is bound where its volumes are.
+    world.cache.install_objects(PVCS, [claim(c, "local", v) for c, (v, _) in chosen.items()])
+    world.cycle()
+    assert record.phase is GangPhase.BOUND
+    assert {n for _, n in world.binder.sent} == {nodes[0], nodes[20]}
+
+
+def test_a_pod_that_cannot_be_read_is_named_once_and_never_placed() -> None:
+    world = World()
+    raw = {"metadata": {"name": "broken", "namespace": NS, "uid": "u-b"},
+           "spec": {"schedulerName": "phalanx", "containers": [
+               {"name": "c", "resources": {"requests": {"nvidia.com/gpu": "eight"}}}]}}
+    world.cache.pod_event("ADDED", raw)
+    world.cycle(3)
+    assert world.recorder.reasons("broken") == ["FailedScheduling"]
+    assert "nvidia.com/gpu" in world.recorder.events[0][3]
+    assert world.binder.sent == []
+    world.cache.pod_event("DELETED", raw)
+    world.cycle()
+    assert world.cache.unreadable("phalanx") == []
+
+
+def test_csi_attach_limits_keep_pods_off_full_nodes() -> None:
+    from kube.resources import CSI_NODES
+
+    world = World()
+    nodes = sorted(world.cache.nodes)
+    provisioned = {"metadata": {"name": "ebs"}, "provisioner": "ebs.csi.aws.com",
+                   "volumeBindingMode": "WaitForFirstConsumer"}
+    world.cache.install_objects(STORAGE_CLASSES, [provisioned])
+    # Each node attaches at most one ebs volume; the first node's is taken already.
+    world.cache.install_objects(CSI_NODES, [
+        {"metadata": {"name": n}, "spec": {"drivers": [
+            {"name": "ebs.csi.aws.com", "allocatable": {"count": 1}}]}} for n in nodes])
+    world.cache.install_objects(PVS, [{"metadata": {"name": "pv-used"}, "spec": {
+        "storageClassName": "ebs", "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "v1"}}}])
+    world.cache.put_pod(PodRecord(NS, "holder", node_name=nodes[0], phase="Running",
+                                  requests={"pods": 1}, volumes=Volumes(("held",))))
+    claims = [claim("held", "ebs", "pv-used")] + [claim(f"data-train-{i}", "ebs")
+                                                   for i in range(32)]
+    world.cache.install_objects(PVCS, claims)
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 32})
+    world.pods("train", 32, claim="data", gpus=1)
+    world.cycle()
+    record = world.record("StatefulSet", "train")
+    assert record.phase is GangPhase.UNSCHEDULABLE  # 31 nodes may attach one more
+    assert "exceed max volume count" in record.result.reason
+    world.lookup.put(STATEFULSETS, "small", {"replicas": 31})
+    world.pods("small", 31, claim="data", gpus=1)
+    world.cache.install_objects(PVCS, claims + [claim(f"data-small-{i}", "ebs")
+                                                for i in range(31)])
+    world.cycle()
+    chosen = {a.node for a in world.volumes.actions if a.claim.startswith("data-small")}
+    assert len(chosen) == 31 and nodes[0] not in chosen
+
+
+def test_a_gang_whose_reason_keeps_changing_is_reported_at_most_every_interval() -> None:
+    from scheduler.report import REPORT_INTERVAL_S
+
+    world = World(Config(unschedulable_retry_s=0.5))
+    world.lookup.put(STATEFULSETS, "hold", {"replicas": 30})
+    world.pods("hold", 30)
+    world.cycle()
+    world.lookup.put(STATEFULSETS, "wait", {"replicas": 4})
+    world.pods("wait", 4)
+    for step in range(120):  # two minutes, the free room changing every second
+        world.clock.now += 1.0
+        if step % 2:
+            world.pods("churn", 1, gpus=8, start=step)
+            world.cache.put_pod(replace(world.cache.pods[f"{NS}/churn-{step}"],
+                                        node_name=sorted(set(world.cache.nodes) - set(
+                                            world.bound("").values()))[0]))
+        else:
+            for key in [k for k in world.cache.pods if "/churn-" in k]:
+                world.cache.pod_event("DELETED", {"metadata": {"name": key.split("/")[1],
+                                                              "namespace": NS}})
+        world.cycle()
+    gang_reports = world.recorder.reasons("wait")
+    assert world.solves("unschedulable") > 50  # solved again and again...
+    assert 2 <= len(gang_reports) <= 120 / REPORT_INTERVAL_S + 1  # ...reported seldom
+    assert all(world.recorder.reasons(f"wait-{i}") == ["FailedScheduling"] for i in range(4))

@@ -34,8 +34,10 @@ SA = "phalanx-scheduler"
 L3 = "topology.k8s.aws/network-node-layer-3"
 
 # What the scheduler calls, read off the code (the kube package is the only way out):
-#   informers.py  list+watch pods, nodes; list+watch podgroups (after API discovery)
-#   binder.py     POST pods/{name}/binding; GET pods/{name} when a bind answers 409
+#   informers.py  list+watch pods, nodes, namespaces, PVCs, PVs, StorageClasses;
+#                 list+watch podgroups (after API discovery)
+#   binder.py     POST pods/{name}/binding; GET pods/{name} when a bind answers 409;
+#                 merge-PATCH a PVC's selected-node annotation, a PV's claimRef
 #   events.py     POST core/v1 events; merge-PATCH podgroups/{name}/status
 #   lookup.py     GET statefulsets/{name}, jobs/{name} (the size of an owner's gang,
 #                 asked by sources/owner.py)
@@ -44,6 +46,11 @@ CODE_RIGHTS = {
     ("", "pods/binding"): {"create"},
     ("", "events"): {"create"},
     ("", "nodes"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
+    ("", "persistentvolumeclaims"): {"list", "watch", "patch"},
+    ("", "persistentvolumes"): {"list", "watch", "patch"},
+    ("storage.k8s.io", "storageclasses"): {"list", "watch"},
+    ("storage.k8s.io", "csinodes"): {"list", "watch"},
     ("apps", "statefulsets"): {"get"},
     ("batch", "jobs"): {"get"},
     ("scheduling.x-k8s.io", "podgroups"): {"list", "watch"},

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from topology.quantity import format_units, parse_quantity, to_units
@@ -139,3 +141,86 @@ def test_tolerations():
     assert Toleration(operator="Exists").tolerates(taint)
     assert not Toleration("gpu", "Equal", "other").tolerates(taint)
     assert not Toleration("gpu", "Exists", effect="NoExecute").tolerates(taint)
+
+
+def _pod(**spec_extra):
+    return {"metadata": {"name": "p", "namespace": "ml", "labels": {"app": "x", "tier": "a"}},
+            "spec": {"containers": [{"name": "c"}], **spec_extra}}
+
+
+def test_inter_pod_terms_ports_and_spread_are_read():
+    from topology.podrules import HostPort
+
+    record = pod_from_json(_pod(
+        affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "zone",
+             "matchLabelKeys": ["tier"]}],
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]},
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchExpressions": [
+                    {"key": "app", "operator": "Exists"}]},
+                 "topologyKey": "rack", "namespaceSelector": {}}]},
+            "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {}}]}},
+        containers=[{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080,
+                                             "protocol": "UDP"}]}],
+        topologySpreadConstraints=[{"maxSkew": 2, "topologyKey": "zone",
+                                    "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3,
+                                    "labelSelector": {"matchLabels": {"app": "x"}}}],
+        preemptionPolicy="Never"))
+    rules = record.inter_pod
+    anti = rules.anti_affinity[0]
+    assert anti.topology_key == "zone" and anti.selector is not None
+    assert anti.selector.matches({"app": "x", "tier": "a"})
+    assert not anti.selector.matches({"app": "x", "tier": "b"})  # matchLabelKeys merged
+    assert anti.selects("ml", "ml", {"app": "x", "tier": "a"}, {})
+    assert not anti.selects("ml", "other", {"app": "x", "tier": "a"}, {})
+    assert rules.affinity[0].selects("ml", "other", {"app": "y"}, {})  # {} = all namespaces
+    assert rules.host_ports == (HostPort(8080, "UDP"),)
+    assert rules.spread[0].max_skew == 2 and rules.spread[0].min_domains == 3
+    assert rules.spread[0].hard and rules.preferred and record.preferred_node_affinity
+    assert record.preemption_policy == "Never"
+    assert rules.selector_keys() == {"app", "tier"}
+
+
+def test_host_port_conflicts_follow_node_ports():
+    from topology.podrules import HostPort
+
+    assert HostPort(80).conflicts(HostPort(80, ip="10.0.0.1"))
+    assert not HostPort(80, ip="10.0.0.2").conflicts(HostPort(80, ip="10.0.0.1"))
+    assert not HostPort(80).conflicts(HostPort(80, "UDP"))
+    assert not HostPort(80).conflicts(HostPort(81))
+
+
+def test_volumes_claims_and_status_are_read():
+    record = pod_from_json({**_pod(
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data-p"}},
+                 {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {}}},
+                 {"name": "disk", "awsElasticBlockStore": {"volumeID": "vol-1"}},
+                 {"name": "cfg", "configMap": {"name": "c"}}],
+        resourceClaims=[{"name": "gpu", "resourceClaimName": "gpu-claim"}],
+        resources={"requests": {"cpu": "4"}}), "status": {"nominatedNodeName": "n1"}})
+    assert record.volumes.claims == ("data-p", "p-scratch")
+    assert record.volumes.in_tree == ("awsElasticBlockStore",)
+    assert record.volumes.resource_claims == ("gpu",)
+    assert record.nominated_node == "n1"
+    assert record.requests["cpu"] == 4000  # pod-level resources win
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "z",
+                                     "whenUnsatisfiable": "DoNotSchedule"}]}, "maxSkew"),
+    ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "z",
+                                     "whenUnsatisfiable": "Maybe"}]}, "whenUnsatisfiable"),
+    ({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {}}]}}}, "podAffinity.required[0]"),
+    ({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "z", "labelSelector": {"matchExpressions": [
+            {"key": "a", "operator": "Gt", "values": ["1"]}]}}]}}}, "matchExpressions[0]"),
+    ({"containers": [{"name": "c", "ports": [{"hostPort": "80"}]}]}, "hostPort"),
+    ({"volumes": [{"name": "v", "persistentVolumeClaim": {}}]}, "claimName"),
+    ({"preemptionPolicy": "Sometimes"}, "preemptionPolicy"),
+])
+def test_bad_pod_rules_name_the_field(spec, field):
+    with pytest.raises(RecordError, match=re.escape(field)):
+        pod_from_json(_pod(**spec))

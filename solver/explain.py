@@ -148,6 +148,7 @@ def _warnings(snapshot: TopologySnapshot, placement: Placement) -> tuple[str, ..
     if placement.unplaced:
         out.append(f"{len(placement.unplaced)} member(s) left pending: only minMember or more "
                    f"could be placed now")
+    out.extend(placement.notes)
     return tuple(out)
 
 
@@ -156,14 +157,45 @@ _EXCLUSION_REMEDIES = {
     ExclusionCode.NODE_AFFINITY: "widen nodeSelector/affinity to admit {count} node(s)",
     ExclusionCode.NODE_UNSCHEDULABLE: "uncordon {count} node(s)",
     ExclusionCode.NODE_NOT_READY: "{count} node(s) are NotReady",
+    ExclusionCode.NODE_PORTS: "free the host port on {count} node(s), or drop hostPort",
+    ExclusionCode.POD_AFFINITY: "the pods the affinity asks for are not near {count} "
+                                "node(s): relax the podAffinity term or its topologyKey",
+    ExclusionCode.POD_ANTI_AFFINITY: "pods the anti-affinity repels are on or near {count} "
+                                     "node(s): relax the podAntiAffinity term",
+    ExclusionCode.EXISTING_ANTI_AFFINITY: "pods on or near {count} node(s) repel this one "
+                                          "with their own anti-affinity",
+    ExclusionCode.SPREAD: "{count} node(s) are in domains already over maxSkew: raise "
+                          "maxSkew or use whenUnsatisfiable: ScheduleAnyway",
+    ExclusionCode.SPREAD_LABEL: "{count} node(s) lack the spread constraint's topologyKey",
+    ExclusionCode.VOLUME_NODE_AFFINITY: "the bound volume can be used on none of {count} "
+                                        "node(s): its node affinity pins it elsewhere",
+    ExclusionCode.VOLUME_UNAVAILABLE: "no volume for the claim can be had on {count} "
+                                      "node(s): add static volumes there or a provisioner",
+    ExclusionCode.VOLUME_ZONE: "the bound volume's zone excludes {count} node(s)",
+    ExclusionCode.VOLUME_LIMIT: "{count} node(s) attach their most CSI volumes already",
 }
 """What to change to admit nodes excluded for a reason; resources are covered by the
 demand remedies above."""
+_REFUSAL_REMEDIES = {
+    ExclusionCode.UNBOUND_IMMEDIATE_CLAIM: "bind the claim (its class binds Immediately: "
+                                           "a provisioner or a matching volume must serve it)",
+    ExclusionCode.CLAIM_NOT_FOUND: "create the PersistentVolumeClaim the pod names",
+    ExclusionCode.CLAIM_DELETING: "the claim is being deleted: recreate it",
+    ExclusionCode.CLAIM_LOST: "the claim's volume is gone: restore it or recreate the claim",
+    ExclusionCode.CLAIM_IN_USE: "a ReadWriteOncePod claim is in use by another pod",
+    ExclusionCode.RESOURCE_CLAIMS: "schedule pods with DRA claims with kube-scheduler "
+                                   "(schedulerName default-scheduler)",
+    ExclusionCode.IN_TREE_VOLUME: "use a CSI volume, or schedule the pod with kube-scheduler",
+    ExclusionCode.UNSUPPORTED_GANG_RULE: "express the rule on kubernetes.io/hostname or a "
+                                         "topology level, or place these pods one by one",
+}
 
 
 def remedies(diagnosis: Diagnosis) -> tuple[str, ...]:
     """The changes that would let a pending gang fit, most direct first."""
-    out = []
+    out = [_REFUSAL_REMEDIES[r.code] for r in diagnosis.refusals if r.code in _REFUSAL_REMEDIES]
+    if diagnosis.refusals:
+        return tuple(out)
     shape = diagnosis.shape
     if diagnosis.code is FitCode.UNRESOLVABLE:
         out.append("as asked, the gang could not fit even on an empty cluster: shrink it, "

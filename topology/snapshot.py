@@ -12,7 +12,7 @@ never mistaken for a neighbour (docs/design.md, "Topology").
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +98,41 @@ class DomainTree:
         return sums.astype(np.int64)
 
 
+Placed = tuple[int, PodRecord]
+"""(node index, pod)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Occupants:
+    """The pods on the nodes, and those of them with required anti-affinity or host
+    ports (every incoming pod is checked against these few). One pod more is cheap: the
+    shared base is not copied (the per-pod path charges pods one by one)."""
+
+    base: tuple[Placed, ...] = ()
+    added: tuple[Placed, ...] = ()
+    with_anti_affinity: tuple[Placed, ...] = ()
+    with_host_ports: tuple[Placed, ...] = ()
+
+    @staticmethod
+    def of(entries: Iterable[Placed]) -> Occupants:
+        base = tuple(entries)
+        return Occupants(base, (), tuple(e for e in base if e[1].inter_pod.anti_affinity),
+                         tuple(e for e in base if e[1].inter_pod.host_ports))
+
+    def plus(self, entry: Placed) -> Occupants:
+        rules = entry[1].inter_pod
+        return Occupants(self.base, (*self.added, entry),
+                         self.with_anti_affinity + ((entry,) if rules.anti_affinity else ()),
+                         self.with_host_ports + ((entry,) if rules.host_ports else ()))
+
+    def __iter__(self) -> Iterator[Placed]:
+        yield from self.base
+        yield from self.added
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.added)
+
+
 @dataclass(frozen=True, eq=False)
 class TopologySnapshot:
     """What one scheduling cycle sees: the shared tree, free capacity per node, and the
@@ -108,16 +143,16 @@ class TopologySnapshot:
     resources: tuple[str, ...]
     free: IntArray
     """free[node index, resource index] = allocatable minus what bound pods request."""
-    placed: tuple[tuple[int, PodRecord], ...] = ()
+    placed: Occupants = field(default_factory=Occupants)
     """(node index, pod) of every pod on a node of the tree, bound or assumed."""
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Namespace -> its labels (for namespaceSelector in pod affinity terms)."""
 
-    @functools.cached_property
-    def with_anti_affinity(self) -> tuple[tuple[int, PodRecord], ...]:
+    @property
+    def with_anti_affinity(self) -> tuple[Placed, ...]:
         """Placed pods with required anti-affinity: every incoming pod is checked
         against them (the symmetric half of anti-affinity)."""
-        return tuple(entry for entry in self.placed if entry[1].inter_pod.anti_affinity)
+        return self.placed.with_anti_affinity
 
     @functools.cached_property
     def anti_affinity_keys(self) -> frozenset[str]:
@@ -130,9 +165,9 @@ class TopologySnapshot:
                     keys |= term.selector.keys()
         return frozenset(keys)
 
-    @functools.cached_property
-    def with_host_ports(self) -> tuple[tuple[int, PodRecord], ...]:
-        return tuple(entry for entry in self.placed if entry[1].inter_pod.host_ports)
+    @property
+    def with_host_ports(self) -> tuple[Placed, ...]:
+        return self.placed.with_host_ports
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -159,7 +194,7 @@ def charged(snapshot: TopologySnapshot, node: int, pod: PodRecord) -> TopologySn
             free[node, snapshot.resources.index(name)] -= amount
     free.flags.writeable = False
     return TopologySnapshot(tree=snapshot.tree, resources=snapshot.resources, free=free,
-                            placed=(*snapshot.placed, (node, pod)),
+                            placed=snapshot.placed.plus((node, pod)),
                             namespaces=snapshot.namespaces)
 
 
@@ -272,7 +307,7 @@ def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]],
                     free[row, column[name]] -= amount
     free.flags.writeable = False
     index = tree.index
-    on_nodes = tuple((index[node], pod) for node, pod in placed if node in index)
+    on_nodes = Occupants.of((index[node], pod) for node, pod in placed if node in index)
     return TopologySnapshot(tree=tree, resources=tuple(names), free=free, placed=on_nodes,
                             namespaces=namespaces or {})
 

@@ -157,8 +157,8 @@ def explanation(state: GangRecord) -> Explanation:
                            for lf in d.levels],
             excluded=[Exclusion(reason=r.render(), nodes=n) for r, n in by_count(d.excluded)],
             remedies=list(state.remedies),
-            warnings=[f"{d.unlabelled_nodes} node(s) lack topology labels"]
-            if d.unlabelled_nodes else [])
+            warnings=([f"{d.unlabelled_nodes} node(s) lack topology labels"]
+                      if d.unlabelled_nodes else []) + list(d.notes))
     if state.phase is not GangPhase.BOUND:
         # Binding, or some binds failed and the rest are being placed next to them.
         verdict = "repairing" if state.phase is GangPhase.REPAIRING else "binding"

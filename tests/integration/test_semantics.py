@@ -210,3 +210,25 @@ def test_dra_claims_are_refused_by_name(kube, phalanx):
     explain = _explain(phalanx, "dra")
     assert explain["code"] == "UnschedulableAndUnresolvable"
     kube.delete(api_path("apps", "v1", "statefulsets", NS, "dra"))
+
+
+def test_a_nominated_pod_holds_its_room(kube, phalanx):
+    nodes = sorted(n["metadata"]["name"] for n in pool_nodes(kube, "pool-nom", 3, seed=87,
+                                                               fanout=(1, 1, 3)))
+    waiting = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "preemptor", "namespace": NS},
+               "spec": {"schedulerName": "nobody", "nodeSelector": {POOL: "pool-nom"},
+                        "containers": [{"name": "c", "image": "x", "resources": {
+                            "limits": {"nvidia.com/gpu": "8"}}}]}}
+    create_all(kube, [waiting])
+    kube.call("PATCH", api_path("", "v1", "pods", NS, "preemptor", "status"),
+              body={"status": {"nominatedNodeName": nodes[0]}},
+              content_type="application/merge-patch+json")
+    kube.create(STS, statefulset("beside", 2, "pool-nom"))
+    wait_until(lambda: len(bound(pods_of(kube, "beside"))) == 2, 60, "2 pods bound")
+    assert nodes[0] not in {p["spec"]["nodeName"] for p in pods_of(kube, "beside")}
+    kube.create(STS, statefulset("crowd", 1, "pool-nom"))
+    wait_until(lambda: any(e["reason"] == "FailedScheduling"
+                           for e in events_for(kube, "crowd-0")), 60, "no room left")
+    assert bound(pods_of(kube, "crowd")) == []
+    kube.delete(api_path("apps", "v1", "statefulsets", NS, "crowd"))

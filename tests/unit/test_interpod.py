@@ -300,3 +300,19 @@ def test_zone_spread_places_exactly_when_some_distribution_keeps_the_skew(
     assert (result.status == "placed") == feasible, (slots, existing, skew, need)
     if feasible:
         assert keeps(Counter(a.domain.split("/")[0] for a in result.assignments))
+
+
+def test_refusals_and_rule_exclusions_come_with_remedies():
+    from solver.explain import remedies
+    from solver.reasons import Exclusion
+
+    snap = cluster({("z1", "b1", "r1"): [8] * 2})
+    dra = PodShape({GPU: 8, "pods": 1}, refusals=(Exclusion(ExclusionCode.RESOURCE_CLAIMS,
+                                                            "gpu"),))
+    refused = solve(GangRequest("ml/x", (dra,), (Member("a", 0, 0),), 1), snap, CFG)
+    assert refused.status == "unschedulable" and refused.diagnosis.code is FitCode.UNRESOLVABLE
+    assert "DRA resource claims (gpu)" in refused.reason
+    assert any("kube-scheduler" in r for r in remedies(refused.diagnosis))
+    busy = on(snap, "z1-b1-r1-n0", {"app": "db"})
+    away = solve(gang(2, rules=InterPod(anti_affinity=(term(HOSTNAME, app="db"),))), busy, CFG)
+    assert any("podAntiAffinity" in r for r in remedies(away.diagnosis))

@@ -61,6 +61,8 @@ from topology.snapshot import TopologySnapshot
 
 log = logging.getLogger("phalanx.scheduler")
 PRUNE_EVERY_S = 10.0
+RETAIN_S = 300.0
+"""How long a placed gang's record outlives its pods."""
 VOLUME_OBJECTS = (PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
 
 
@@ -356,8 +358,9 @@ class Scheduler:
 
     def _prune(self, waiting: set[GangKey], live_pods: set[str]) -> None:
         """Forgets gangs that went away: an unplaced one as soon as it has no members
-        left to place, a placed one (checked every PRUNE_EVERY_S) once none of its pods
-        exists any more."""
+        left to place; a placed one (checked every PRUNE_EVERY_S) RETAIN_S after none
+        of its pods exists any more (finished or deleted), so explain can still say
+        where a job that just finished ran."""
         for key, record in list(self.records.items()):
             if key not in waiting and not record.phase.placed:
                 del self.records[key]
@@ -369,8 +372,11 @@ class Scheduler:
         for key, record in list(self.records.items()):
             if key in waiting or not isinstance(record.result, Placement):
                 continue
-            if not any(f"{key.namespace}/{a.pod}" in live_pods
-                       for a in record.result.assignments):
+            if any(f"{key.namespace}/{a.pod}" in live_pods for a in record.result.assignments):
+                record.gone_since = None
+            elif record.gone_since is None:
+                record.gone_since = now
+            elif now - record.gone_since > RETAIN_S:
                 del self.records[key]
 
 

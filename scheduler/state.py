@@ -98,6 +98,8 @@ class GangRecord:
     status_written: tuple[object, ...] | None = None
     """The PodGroup status last written (without timestamps): unchanged is not rewritten."""
     volume_wait: VolumeWait | None = None
+    gone_since: float | None = None
+    """Clock.monotonic() since which none of its pods exists (a finished job)."""
     failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
     """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
     transitions: list[tuple[GangPhase, float]] = field(default_factory=list)

@@ -504,3 +504,23 @@ def test_a_gang_whose_reason_keeps_changing_is_reported_at_most_every_interval()
     assert world.solves("unschedulable") > 50  # solved again and again...
     assert 2 <= len(gang_reports) <= 120 / REPORT_INTERVAL_S + 1  # ...reported seldom
     assert all(world.recorder.reasons(f"wait-{i}") == ["FailedScheduling"] for i in range(4))
+
+
+def test_a_finished_gang_stays_explainable_for_a_while_then_is_forgotten() -> None:
+    from scheduler.cycle import PRUNE_EVERY_S, RETAIN_S
+
+    world = World()
+    world.lookup.put(JOBS, "done", {"parallelism": 2})
+    world.pods("done", 2, kind="Job")
+    world.cycle()
+    assert world.record("Job", "done").phase is GangPhase.BOUND
+    for i in range(2):  # the pods finish: they leave the unfinished-pods watch
+        world.cache.pod_event("DELETED", {"metadata": {"name": f"done-{i}", "namespace": NS}})
+    world.clock.now += PRUNE_EVERY_S + 1
+    world.cycle()
+    world.clock.now += RETAIN_S - 2 * PRUNE_EVERY_S
+    world.cycle()
+    assert GangKey("Job", NS, "done") in world.scheduler.records
+    world.clock.now += 2 * PRUNE_EVERY_S + 2
+    world.cycle()
+    assert GangKey("Job", NS, "done") not in world.scheduler.records

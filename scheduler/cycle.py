@@ -137,14 +137,15 @@ class Scheduler:
             self._unschedulable(gang, record, result, len(snapshot.nodes))
             return
         chosen = self._assume(gang, result)
+        waits = view is not None and self._wait_for_volumes(gang, record, result, chosen, view)
+        if not waits:
+            record.move(GangPhase.BINDING, self.clock.time())
+            results, bind_s = self.binder.bind_all([(pod.key, node) for pod, node in chosen])
+            self._settle(gang, record, result, results, bind_s)
+        # After the binds, off their path: why it went there, for explain.
         record.explanation, record.remedies = self._explain(request, snapshot, result), ()
         if result.solver.algorithm == "nearby":
             record.result = _with_running(previous, result)
-        if view is not None and self._wait_for_volumes(gang, record, result, chosen, view):
-            return
-        record.move(GangPhase.BINDING, self.clock.time())
-        results, bind_s = self.binder.bind_all([(pod.key, node) for pod, node in chosen])
-        self._settle(gang, record, result, results, bind_s)
 
     # -- phases -----------------------------------------------------------------------
     def _track(self, gang: Gang, source: str) -> GangRecord:

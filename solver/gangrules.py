@@ -128,6 +128,7 @@ def gang_rules(snapshot: TopologySnapshot, request: GangRequest,
                          notes=tuple(notes))
 
     levels = ", ".join((HOSTNAME, *tree.levels))
+    slices = _Slices.of(tree, request)
     for s in sorted(present):
         shape = shapes[s]
         rules = shape.rules
@@ -146,6 +147,8 @@ def gang_rules(snapshot: TopologySnapshot, request: GangRequest,
             if not selected:
                 continue
             level = level_of_key(tree, term.topology_key)
+            if slices.keep_apart(s, selected, level):
+                continue  # exclusive slices already keep those pods out of its domain
             if level is None:
                 return refuse(f"pod anti-affinity among the gang's own pods on topologyKey "
                               f"{term.topology_key}: honoured only on one of {levels}")
@@ -167,6 +170,10 @@ def gang_rules(snapshot: TopologySnapshot, request: GangRequest,
                 snapshot, shape):
             for term in rules.affinity:
                 level = level_of_key(tree, term.topology_key)
+                attracted = {t for t in present
+                             if shape_selected(term, shape.namespace, shapes[t], namespaces)}
+                if slices.keep_together(s, attracted, level):
+                    continue  # its slice already sits inside one domain of that key
                 if level == NODE:
                     colocate_node = True
                 elif level is None:
@@ -197,6 +204,55 @@ def gang_rules(snapshot: TopologySnapshot, request: GangRequest,
                           f"groups could hold the gang")
     return GangRules(tuple(caps), tuple(rising), max(colocate) if colocate else None,
                      colocate_node, groups, None, tuple(dict.fromkeys(notes)))
+
+
+@dataclass(frozen=True)
+class _Slices:
+    """The gang's slices as the rules among its pods see them: per shape, the sub-groups
+    its members belong to, and the slice level's position (0 top ... depth the node)."""
+
+    groups_of: Mapping[int, frozenset[str]]
+    position: int | None
+    exclusive: bool
+    depth: int
+
+    @staticmethod
+    def of(tree: DomainTree, request: GangRequest) -> _Slices:
+        if not request.subgroups:
+            return _Slices({}, None, False, tree.depth)
+        group_of = {pod: g.name for g in request.subgroups for pod in g.members}
+        groups: dict[int, set[str]] = {}
+        for member in request.members:
+            groups.setdefault(member.shape, set()).add(group_of[member.pod])
+        level = level_of_key(tree, request.subgroups[0].level)
+        return _Slices({s: frozenset(g) for s, g in groups.items()},
+                       None if level is None else _position_of(tree.depth, level),
+                       request.subgroups[0].exclusive, tree.depth)
+
+    def keep_apart(self, shape: int, selected: set[int], level: int | None) -> bool:
+        """Anti-affinity from `shape` to `selected` on `level` holds by construction:
+        they share no slice, slices are exclusive, and the slice level is at or above
+        the term's (separate slice domains are separate domains of the term's key)."""
+        if self.position is None or level is None or not self.exclusive:
+            return False
+        own = self.groups_of.get(shape, frozenset())
+        others = frozenset().union(*(self.groups_of.get(t, frozenset()) for t in selected))
+        return not (own & others) and self.position <= _position_of(self.depth, level)
+
+    def keep_together(self, shape: int, attracted: set[int], level: int | None) -> bool:
+        """Affinity of `shape` to `attracted` on `level` holds by construction: they are
+        all in the one slice `shape` is in, and the term's level is at or above the
+        slice level (one slice domain lies inside one domain of the term's key)."""
+        if self.position is None or level is None:
+            return False
+        own = self.groups_of.get(shape, frozenset())
+        return (len(own) == 1 and all(self.groups_of.get(t) == own for t in attracted)
+                and _position_of(self.depth, level) <= self.position)
+
+
+def _position_of(depth: int, level: int) -> int:
+    """Depth order of a level: 0 at the top, `depth` for the node (NODE)."""
+    return depth if level == NODE else level
 
 
 def _placed_match(snapshot: TopologySnapshot, shape: PodShape) -> bool:

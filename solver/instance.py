@@ -62,7 +62,17 @@ def build_instance(
     rising: tuple[RisingSpread, ...] = (),
 ) -> Instance:
     """`fits` already carry the node caps; `caps` are the per-shape level caps."""
-    capacity = np.stack([fit.capacity for fit in fits], axis=1).astype(np.int64)
+    capacity = np.stack([fit.capacity for fit in fits], axis=1)
+    return instance_of(snapshot, demand, capacity, required, caps, rising)
+
+
+def instance_of(
+    snapshot: TopologySnapshot, demand: tuple[int, ...], capacity: IntArray,
+    required: int | None, caps: tuple[LevelCaps, ...] = (),
+    rising: tuple[RisingSpread, ...] = (),
+) -> Instance:
+    """The instance for per-node capacities `capacity[node, shape]` (a copy is kept)."""
+    capacity = np.array(capacity, dtype=np.int64)
     clip = np.asarray(demand, dtype=np.int64)
     tree = snapshot.tree
     shape_caps = caps or tuple({} for _ in demand)

@@ -61,6 +61,18 @@ class Member:
 
 
 @dataclass(frozen=True)
+class SubGroup:
+    """Members that must sit inside one domain of `level` (a slice: one child Job of a
+    JobSet, one sub-group of a LeaderWorkerSet group). `exclusive`: no other sub-group
+    of the gang in that domain. `level` is a topology level or kubernetes.io/hostname."""
+
+    name: str
+    level: str
+    members: tuple[str, ...]
+    exclusive: bool = False
+
+
+@dataclass(frozen=True)
 class GangRequest:
     name: str
     shapes: tuple[PodShape, ...]
@@ -68,6 +80,9 @@ class GangRequest:
     min_member: int
     required_level: str | None = None
     preferred_level: str | None = None
+    subgroups: tuple[SubGroup, ...] = ()
+    """Slices; when there are any, every member belongs to exactly one, they share one
+    level and one exclusivity, and the gang is placed whole."""
 
     def validate(self, levels: tuple[str, ...]) -> None:
         if not self.members:
@@ -91,6 +106,35 @@ class GangRequest:
                             ("preferred_level", self.preferred_level)):
             if level is not None and level not in levels:
                 raise BadRequest(name, f"one of the topology levels {list(levels)}", level)
+        if self.subgroups:
+            self._validate_subgroups()
+
+    def _validate_subgroups(self) -> None:
+        names = {member.pod for member in self.members}
+        seen: dict[str, str] = {}
+        for group in self.subgroups:
+            if not group.members:
+                raise BadRequest(f"subgroups[{group.name}].members", "at least one pod", 0)
+            for pod in group.members:
+                if pod not in names:
+                    raise BadRequest(f"subgroups[{group.name}].members", "pods of the gang",
+                                     pod)
+                if pod in seen:
+                    raise BadRequest(f"subgroups[{group.name}].members",
+                                     "pods in no other sub-group", f"{pod} (also in "
+                                     f"{seen[pod]})")
+                seen[pod] = group.name
+        outside = sorted(names - set(seen))
+        if outside:
+            raise BadRequest("subgroups", "every member in a sub-group",
+                             f"{len(outside)} outside any, e.g. {outside[0]}")
+        first = self.subgroups[0]
+        for group in self.subgroups[1:]:
+            if (group.level, group.exclusive) != (first.level, first.exclusive):
+                raise BadRequest(f"subgroups[{group.name}]",
+                                 f"level {first.level} and exclusive={first.exclusive}, as "
+                                 f"every sub-group of the gang",
+                                 f"level {group.level}, exclusive={group.exclusive}")
 
     def ordered_members(self) -> tuple[Member, ...]:
         return tuple(sorted(self.members, key=lambda m: (m.rank, m.pod)))

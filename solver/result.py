@@ -61,6 +61,18 @@ class LevelFit:
 
 
 @dataclass(frozen=True)
+class SliceFit:
+    """Slices that did not fit: how many sub-groups of `size` pods need a domain of
+    `level` each, and how many such domains can hold one."""
+
+    level: str
+    count: int
+    size: int
+    domains_fit: int
+    exclusive: bool
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     code: FitCode
     demand: int
@@ -80,6 +92,8 @@ class Diagnosis:
     """Soft rules not scored (preferred terms, ScheduleAnyway)."""
     capped: tuple[str, ...] = ()
     """Rules among the gang's own pods that capped domains (anti-affinity, spread)."""
+    slices: SliceFit | None = None
+    """The gang's slices, when they are what does not fit."""
 
     def limiting(self) -> LevelFit | None:
         if self.required_level is None:
@@ -90,6 +104,12 @@ class Diagnosis:
         parts = [reason.render() for reason in self.refusals]
         if parts:
             return "; ".join(parts)
+        if self.slices is not None:
+            sl = self.slices
+            alone = ", each alone in its domain" if sl.exclusive else ""
+            parts.append(f"{sl.count} slice(s) of {sl.size} pods of {self.shape}, each inside "
+                         f"one {short_level(sl.level)} domain{alone}: "
+                         f"{sl.domains_fit} such domain(s) can hold one")
         required = self.limiting()
         if required is not None and required.best_fits < required.demand:
             where = f" ({required.best_domain})" if required.best_domain else ""
@@ -97,7 +117,7 @@ class Diagnosis:
                 f"required topology {required.level}: {required.demand} pods of {self.shape}; "
                 f"the largest {short_level(required.level)} domain fits {required.best_fits}{where}"
             )
-        else:
+        elif self.slices is None or self.cluster_fits < self.demand:
             parts.append(f"{self.demand} pods of {self.shape}; the whole cluster fits "
                          f"{self.cluster_fits}")
         if self.min_member is not None:
@@ -124,6 +144,7 @@ class Diagnosis:
             "unlabelled_nodes": self.unlabelled_nodes,
             "refusals": [reason.render() for reason in self.refusals],
             "notes": list(self.notes),
+            **({"slices": self.slices.__dict__} if self.slices is not None else {}),
         }
 
 

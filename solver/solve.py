@@ -37,10 +37,13 @@ from solver.result import (
     Diagnosis,
     LevelFit,
     Placement,
+    SliceFit,
     SolverInfo,
     Unschedulable,
     describe_requests,
 )
+from solver.slices import place_slices, slice_level
+from topology.presets import HOSTNAME
 from topology.snapshot import TopologySnapshot, render_path
 
 
@@ -73,6 +76,8 @@ def solve(request: GangRequest, snapshot: TopologySnapshot,
     if refused:
         return _unschedulable(snapshot, request, scope, members, config,
                               time.perf_counter() - started, refusals=refused)
+    if request.subgroups:
+        return _sliced(snapshot, request, scope, members, config, started)
     if rules.colocate_node:
         return _on_one_node(snapshot, request, scope, members, config, started)
     if rules.groups is not None:
@@ -226,6 +231,62 @@ def _in_one_group(snapshot: TopologySnapshot, request: GangRequest, scope: _Scop
                           time.perf_counter() - started)
 
 
+def _sliced(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+            members: tuple[Member, ...], config: SolverConfig, started: float,
+            ) -> Placement | Unschedulable:
+    """Sub-groups each inside one domain of their level (`solver.slices`)."""
+    tree = snapshot.tree
+    key = request.subgroups[0].level
+    exclusive = request.subgroups[0].exclusive
+    level = slice_level(tree, request)
+    if level is None:
+        return _unschedulable(snapshot, request, scope, members, config,
+                              time.perf_counter() - started, refusals=(_refusal(
+                                  f"sub-groups each inside one domain of {key}: honoured "
+                                  f"only on {HOSTNAME} or a topology level "
+                                  f"({', '.join(tree.levels)})"),))
+    required = scope.required
+    if required is not None and level != NODE and required >= level:
+        # One domain at or below the slice level holds the gang: its slices share it.
+        if exclusive and len(request.subgroups) > 1:
+            return _unschedulable(snapshot, request, scope, members, config,
+                                  time.perf_counter() - started, refusals=(_refusal(
+                                      f"{len(request.subgroups)} exclusive sub-groups at {key} "
+                                      f"cannot share the one {tree.levels[required]} domain "
+                                      f"the gang requires"),))
+        return _place(snapshot, replace(request, subgroups=()), scope, members, config,
+                      started)
+
+    def inside(sub: GangRequest, mask: np.ndarray, at: int | None,
+               seconds: float) -> Placement | Unschedulable:
+        fits = tuple(replace(fit, capacity=np.where(mask, fit.capacity, 0))
+                     for fit in scope.fits)
+        return _place(snapshot, sub, replace(scope, fits=fits,
+                                             required=at if at is not None else required),
+                      sub.ordered_members(), replace(config, time_limit_s=seconds),
+                      time.perf_counter())
+
+    outcome = place_slices(snapshot, request, level, [fit.capacity for fit in scope.fits],
+                           scope.caps, required, config, started, inside)
+    if outcome.failure is not None or outcome.inside is not None:
+        return _unschedulable(snapshot, request, scope, members, config,
+                              time.perf_counter() - started, outcome.info,
+                              slices=outcome.failure)
+    assignments = tuple(sorted((a for piece in outcome.pieces for a in piece.assignments),
+                               key=lambda a: (a.rank, a.pod)))
+    demand = tuple(sum(1 for m in members if m.shape == s) for s in range(len(request.shapes)))
+    bounds = lower_bounds(build_instance(snapshot, demand, scope.fits, required, scope.caps))
+    nodes = sorted(tree.index[a.node] for a in assignments)
+    preferred_met = None
+    metrics = measure(tree, assignments, bounds)
+    if request.preferred_level is not None:
+        preferred_met = metrics.domains_used[request.preferred_level] == 1
+    return Placement(gang=request.name, assignments=assignments, metrics=metrics,
+                     solver=replace(outcome.info, solve_s=time.perf_counter() - started),
+                     chosen=chosen_domains(tree, nodes), preferred_level=request.preferred_level,
+                     preferred_met=preferred_met, notes=scope.rules.notes)
+
+
 def _order(placement: Placement) -> tuple[int, ...]:
     used = placement.metrics.domains_used
     return tuple(used.values())
@@ -279,7 +340,8 @@ def _total(snapshot: TopologySnapshot, scope: _Scope, shape: int) -> int:
 def _unschedulable(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
                    members: tuple[Member, ...], config: SolverConfig, elapsed: float,
                    info: SolverInfo | None = None,
-                   refusals: Sequence[Exclusion] = ()) -> Unschedulable:
+                   refusals: Sequence[Exclusion] = (),
+                   slices: SliceFit | None = None) -> Unschedulable:
     """Explains the shape that limits most: demand against the best domain per level."""
     tree = snapshot.tree
     fits = scope.fits
@@ -313,6 +375,7 @@ def _unschedulable(snapshot: TopologySnapshot, request: GangRequest, scope: _Sco
         refusals=tuple(refusals),
         notes=scope.rules.notes,
         capped=tuple(dict.fromkeys(cap.why for cap in scope.rules.caps)),
+        slices=slices,
     )
     solver = info or SolverInfo(config.algorithm, "INFEASIBLE", elapsed)
     return Unschedulable(request.name, diagnosis, solver)

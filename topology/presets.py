@@ -3,6 +3,12 @@
 A preset is pure data. The AWS preset's zone level falls back to the generic zone label,
 and its fourth network layer exists only on instance families that publish it (p6-b200),
 so the tree is as deep as the labels the nodes actually carry (docs/design.md).
+
+Where nodes carry an NVLink domain, it is the lowest level, below the rack: AWS's
+`topology.k8s.aws/ultraserver-id` (UltraServers, HyperPod), Topograph's
+`accelerator.topograph.run/domain`, or NVIDIA GPU feature discovery's
+`nvidia.com/gpu.clique` (`<NVLink domain UUID>.<clique id>`: the GPUs of one clique share
+NVLink; the value is unique cluster-wide, so it nests under whatever rack holds it).
 """
 
 from __future__ import annotations
@@ -14,10 +20,17 @@ HOSTNAME = "kubernetes.io/hostname"
 ZONE = "topology.kubernetes.io/zone"
 AWS_ZONE_ID = "topology.k8s.aws/zone-id"
 AWS_LAYER = tuple(f"topology.k8s.aws/network-node-layer-{i}" for i in range(1, 5))
-TOPOGRAPH = tuple(
+GPU_CLIQUE = "nvidia.com/gpu.clique"
+AWS_ULTRASERVER = "topology.k8s.aws/ultraserver-id"
+TOPOGRAPH_TIERS = tuple(f"fabric.topograph.run/tier-{i}" for i in range(5, -1, -1))
+"""Topograph v1.x fabric tiers, farthest first: tier-0 is the switch nearest the node; how
+many tiers there are depends on the fabric (tier-1 and tier-0 are the common case)."""
+TOPOGRAPH_DOMAIN = "accelerator.topograph.run/domain"
+TOPOGRAPH_LEGACY = tuple(
     f"network.topology.nvidia.com/{name}"
     for name in ("datacenter", "spine", "block", "accelerator")
 )
+"""Topograph before v1.0 (kept as the `topograph-legacy` preset)."""
 GKE = tuple(
     f"cloud.google.com/gce-topology-{name}" for name in ("block", "subblock", "host")
 )
@@ -59,9 +72,15 @@ PRESETS: dict[str, Preset] = {
             Level(AWS_LAYER[1]),
             Level(AWS_LAYER[2]),
             Level(AWS_LAYER[3], optional=True),
+            Level(AWS_ULTRASERVER, fallbacks=(GPU_CLIQUE,), optional=True),
         ),
     ),
-    "topograph": Preset("topograph", tuple(Level(key) for key in TOPOGRAPH)),
+    "topograph": Preset(
+        "topograph",
+        (*(Level(key, optional=key not in TOPOGRAPH_TIERS[-2:]) for key in TOPOGRAPH_TIERS),
+         Level(TOPOGRAPH_DOMAIN, fallbacks=(GPU_CLIQUE,), optional=True)),
+    ),
+    "topograph-legacy": Preset("topograph-legacy", tuple(Level(key) for key in TOPOGRAPH_LEGACY)),
     "gke": Preset("gke", tuple(Level(key) for key in GKE)),
 }
 

@@ -2,22 +2,63 @@ import pytest
 
 from topology.presets import (
     AWS_LAYER,
+    AWS_ULTRASERVER,
     GKE,
+    GPU_CLIQUE,
     PRESETS,
-    TOPOGRAPH,
+    TOPOGRAPH_DOMAIN,
+    TOPOGRAPH_LEGACY,
     ZONE,
     effective_levels,
     resolve_preset,
 )
+from topology.records import NodeRecord
+from topology.snapshot import build_tree
 from topology.summary import summarize_levels
 from topology.synthetic import ClusterSpec, synth_nodes
 
 
 def test_named_presets():
-    assert resolve_preset("aws").keys[1:] == AWS_LAYER
-    assert resolve_preset("topograph").keys == TOPOGRAPH
+    assert resolve_preset("aws").keys[1:] == (*AWS_LAYER, AWS_ULTRASERVER)
+    assert resolve_preset("topograph-legacy").keys == TOPOGRAPH_LEGACY
     assert resolve_preset("gke").keys == GKE
-    assert set(PRESETS) == {"aws", "topograph", "gke"}
+    assert set(PRESETS) == {"aws", "topograph", "topograph-legacy", "gke"}
+
+
+# Label values as Topograph v1.x, GPU feature discovery and AWS write them.
+TRAY = {"fabric.topograph.run/tier-1": "S-2c5eab0306555424",
+        "fabric.topograph.run/tier-0": "S-2c5eab036832a42e",
+        TOPOGRAPH_DOMAIN: "7f3c2a10-5b4e-4d6a-9c1e-2b8f0e6d4a91.1"}
+
+
+def node(name: str, labels: dict[str, str]) -> NodeRecord:
+    return NodeRecord(name, {"kubernetes.io/hostname": name, **labels}, {"nvidia.com/gpu": 4})
+
+
+def test_topograph_v1_tiers_then_the_accelerator_domain_as_the_lowest_level():
+    other = {**TRAY, TOPOGRAPH_DOMAIN: "7f3c2a10-5b4e-4d6a-9c1e-2b8f0e6d4a91.2"}
+    tree = build_tree([node("a", TRAY), node("b", TRAY), node("c", other)],
+                      resolve_preset("topograph"))
+    assert tree.levels == ("fabric.topograph.run/tier-1", "fabric.topograph.run/tier-0",
+                           TOPOGRAPH_DOMAIN)  # tiers 2-5 carried by no node: dropped
+    assert tree.domain_count(1) == 1 and tree.domain_count(2) == 2
+    assert tree.distance(0, 1) == 1 and tree.distance(0, 2) == 2  # NVLink peers first
+    # Without Topograph's domain label, GPU feature discovery's clique names it.
+    clique = {k: v for k, v in TRAY.items() if k != TOPOGRAPH_DOMAIN}
+    tree = build_tree([node("d", {**clique, GPU_CLIQUE: "7f3c2a10.1"})],
+                      resolve_preset("topograph"))
+    assert tree.levels[-1] == TOPOGRAPH_DOMAIN and tree.paths[-1][0][-1] == "7f3c2a10.1"
+
+
+def test_aws_ultraserver_is_the_lowest_level_only_where_nodes_carry_it():
+    rack = {"topology.k8s.aws/zone-id": "use1-az1", AWS_LAYER[0]: "nn-1", AWS_LAYER[1]: "nn-2",
+            AWS_LAYER[2]: "nn-3"}
+    plain = build_tree([node("p5", rack)], resolve_preset("aws"))
+    assert plain.levels == ("topology.k8s.aws/zone-id", *AWS_LAYER[:3])
+    ultra = build_tree([node("u1", {**rack, AWS_ULTRASERVER: "us-0123456789abcdef"}),
+                        node("u2", {**rack, AWS_ULTRASERVER: "us-fedcba9876543210"})],
+                       resolve_preset("aws"))
+    assert ultra.levels[-1] == AWS_ULTRASERVER and ultra.domain_count(4) == 2
 
 
 def test_custom_preset_and_errors():

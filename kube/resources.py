@@ -66,6 +66,27 @@ DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 POD_GROUPS = Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup")
+NATIVE_POD_GROUPS = Resource("scheduling.k8s.io", "v1alpha2", "podgroups", "PodGroup")
+VOLCANO_POD_GROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup")
+KUEUE_WORKLOADS = Resource("kueue.x-k8s.io", "v1beta1", "workloads", "Workload")
+JOBSETS = Resource("jobset.x-k8s.io", "v1alpha2", "jobsets", "JobSet")
+LEADER_WORKER_SETS = Resource("leaderworkerset.x-k8s.io", "v1", "leaderworkersets",
+                              "LeaderWorkerSet")
+TRAINING_JOBS = {kind: Resource("kubeflow.org", "v1", f"{kind.lower()}s", kind)
+                 for kind in ("PyTorchJob", "MPIJob", "TFJob", "XGBoostJob", "PaddleJob",
+                              "JAXJob")}
+"""training-operator v1's job kinds."""
+SECRETS = Resource("", "v1", "secrets", "Secret")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
+"""Secrets, Services, Endpoints and webhook configurations: only localcluster touches
+them (to run a workload controller), never Phalanx."""
+MUTATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
+                             "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
+                             namespaced=False)
+VALIDATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
+                               "validatingwebhookconfigurations",
+                               "ValidatingWebhookConfiguration", namespaced=False)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                 "CustomResourceDefinition", namespaced=False)
 

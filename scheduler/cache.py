@@ -68,6 +68,15 @@ class Assumed:
     deadline: float
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Room kept for members a gang's controller has not created yet (planned pods, each
+    on the node its gang's placement chose), until `deadline`."""
+
+    entries: tuple[tuple[PodRecord, str], ...]
+    deadline: float
+
+
 class ClusterCache:
     def __init__(self, preset: Preset, *, assume_ttl_s: float = 30.0,
                  on_change: Callable[[Change], None] | None = None,
@@ -80,6 +89,8 @@ class ClusterCache:
         self.objects: dict[Resource, dict[str, Raw]] = {}
         """Watched objects by resource, then namespace/name."""
         self.assumed: dict[str, Assumed] = {}
+        self.holds: dict[str, Hold] = {}
+        """Gang key -> the room held for its members still to be created."""
         self.bad_objects: dict[str, str] = {}
         """Nodes that could not be parsed, by kind/name: never fatal."""
         self.bad_pods: dict[str, BadPod] = {}
@@ -213,6 +224,28 @@ class ClusterCache:
                 del self.assumed[key]
                 self.freed += 1
 
+    # -- held room ----------------------------------------------------------------------
+    def hold(self, owner: str, entries: tuple[tuple[PodRecord, str], ...],
+             deadline: float) -> None:
+        """Keeps room for a gang's planned members (replacing what it held before); no
+        entries releases it."""
+        with self.lock:
+            if entries:
+                self.holds[owner] = Hold(entries, deadline)
+            elif self.holds.pop(owner, None) is not None:
+                self.freed += 1
+
+    def held(self, owner: str) -> Hold | None:
+        with self.lock:
+            self._expire_holds()
+            return self.holds.get(owner)
+
+    def _expire_holds(self) -> None:
+        now = self.clock()
+        for owner in [o for o, h in self.holds.items() if h.deadline < now]:
+            del self.holds[owner]
+            self.freed += 1
+
     def _confirm_assumed(self) -> None:
         now = self.clock()
         for key in list(self.assumed):
@@ -250,12 +283,15 @@ class ClusterCache:
         with self.lock:
             return self.node_generation, self.freed
 
-    def placed(self, exclude: frozenset[str] = frozenset()) -> list[tuple[str, PodRecord]]:
-        """(node, pod) of every bound unfinished pod, every assumed pod, and every pod a
+    def placed(self, exclude: frozenset[str] = frozenset(),
+               own_holds: str | None = None) -> list[tuple[str, PodRecord]]:
+        """(node, pod) of every bound unfinished pod, every assumed pod, every pod a
         preemption nominated for a node (its room is held for it, as kube-scheduler holds
-        it), except the pods in `exclude` (the gang being placed: its own nominations)."""
+        it) and every held planned pod, except the pods in `exclude` (the gang being
+        placed: its own nominations) and the room `own_holds` (that gang) holds."""
         with self.lock:
             self._confirm_assumed()
+            self._expire_holds()
             on_nodes = []
             for pod in self.pods.values():
                 if pod.consumes_capacity:
@@ -264,6 +300,8 @@ class ClusterCache:
                       and pod.key not in self.assumed and pod.key not in exclude):
                     on_nodes.append((pod.nominated_node, pod))
             on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
+            on_nodes += [(node, pod) for owner, hold in self.holds.items()
+                         if owner != own_holds for pod, node in hold.entries]
         return on_nodes
 
     def usage(self, placed: list[tuple[str, PodRecord]] | None = None
@@ -283,14 +321,16 @@ class ClusterCache:
                     dict((raw.get("metadata") or {}).get("labels") or {})
                     for raw in found.values()}
 
-    def snapshot(self, exclude: frozenset[str] = frozenset()) -> TopologySnapshot:
-        """`exclude`: pods whose nominated room is not held (the gang being placed)."""
+    def snapshot(self, exclude: frozenset[str] = frozenset(),
+                 own_holds: str | None = None) -> TopologySnapshot:
+        """`exclude`: pods whose nominated room is not held (the gang being placed);
+        `own_holds`: the gang whose held room is its own to use."""
         with self.lock:
             generation = self.node_generation
             nodes = list(self.nodes.values())
         if self._tree is None or self._tree[0] != generation:
             self._tree = (generation, build_tree(nodes, self.preset))
-        placed = self.placed(exclude)
+        placed = self.placed(exclude, own_holds)
         return snapshot_of(self._tree[1], self.usage(placed), placed, self.namespace_labels())
 
 

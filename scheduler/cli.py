@@ -13,6 +13,7 @@ import orjson
 import yaml
 
 from gcpause import gc_paused
+from scheduler.gang import GANG_KIND_PATTERN
 from scheduler.offline import gang_of
 from scheduler.request import request_for
 from scheduler.sources import GangSpecError
@@ -186,7 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/((?P<kind>[A-Z][A-Za-z0-9]*)/)?"
+NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/"
+                  r"((?P<kind>" + GANG_KIND_PATTERN.strip("^$") + r")/)?"
                   r"(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 
 

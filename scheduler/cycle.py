@@ -44,7 +44,7 @@ from scheduler.discovery import discover
 from scheduler.gang import Gang, GangKey, GangSpec
 from scheduler.metrics import SchedulerMetrics
 from scheduler.report import EventReason, Reporter, not_placed, placed, timed_out
-from scheduler.request import no_volume_rules, request_for
+from scheduler.request import no_volume_rules, planned_members, request_for
 from scheduler.singles import SinglePods
 from scheduler.sources import GangSource, ObjectLookup, sources
 from scheduler.state import Attempt, GangPhase, GangRecord, VolumeWait
@@ -63,6 +63,10 @@ log = logging.getLogger("phalanx.scheduler")
 PRUNE_EVERY_S = 10.0
 RETAIN_S = 300.0
 """How long a placed gang's record outlives its pods."""
+HOLD_S = 600.0
+"""How long room is held for members a gang's controller creates later (JobSet's and
+LeaderWorkerSet's followers, InOrder replicatedJobs): past it, they are placed next to
+their peers when they come, with whatever room is left."""
 VOLUME_OBJECTS = (PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
 
 
@@ -117,15 +121,18 @@ class Scheduler:
         self._check_timeout(gang, record)
         if not self._admit(gang, record):
             return
-        snapshot = self.cluster.snapshot(frozenset(p.key for p in gang.pending))
+        snapshot = self.cluster.snapshot(frozenset(p.key for p in gang.pending),
+                                         own_holds=str(gang.key))
         claims = any(p.volumes.claims for p in gang.pending)
         view = self._volumes(snapshot) if claims else None
-        request = request_for(gang, snapshot.anti_affinity_keys,
-                              view.rules_for if view is not None else no_volume_rules)
         nodes, freed = self.cluster.versions()
         record.attempt = Attempt(nodes, freed, gang.members_version, self.clock.monotonic(),
                                  volumes=self.cluster.generation_of(VOLUME_OBJECTS))
         try:
+            # Members created later are planned with the first ones, not with replacements.
+            request = request_for(gang, snapshot.anti_affinity_keys,
+                                  view.rules_for if view is not None else no_volume_rules,
+                                  planned=not gang.peers)
             result = self._solve(gang, record, request, snapshot)
         except BadRequest as exc:
             self._invalid(gang, record, str(exc))
@@ -137,6 +144,7 @@ class Scheduler:
             self._unschedulable(gang, record, result, len(snapshot.nodes))
             return
         chosen = self._assume(gang, result)
+        self._hold(gang, record, result)
         waits = view is not None and self._wait_for_volumes(gang, record, result, chosen, view)
         if not waits:
             record.move(GangPhase.BINDING, self.clock.time())
@@ -163,6 +171,9 @@ class Scheduler:
             self._invalid(gang, record, gang.spec.error)
             return False
         record.error = ""
+        if gang.spec.waiting is not None:
+            record.move(GangPhase.WAITING, self.clock.time())
+            return False
         if not gang.ready:
             # Members still gated are not placeable; they are named, not counted.
             waiting_for_gates = len(gang.pending) + len(gang.gated) >= gang.needed
@@ -212,12 +223,35 @@ class Scheduler:
         return solve(request, snapshot, self.solver_config)
 
     def _assume(self, gang: Gang, placement: Placement) -> list[tuple[PodRecord, str]]:
-        """The room is taken before any bind returns."""
+        """The room is taken before any bind returns (planned members are held apart)."""
         by_name = {p.name: p for p in gang.pending}
-        chosen = [(by_name[a.pod], a.node) for a in placement.assignments]
+        chosen = [(by_name[a.pod], a.node) for a in placement.assignments
+                  if a.pod in by_name]
         for pod, node in chosen:
             self.cluster.assume(pod, node)
         return chosen
+
+    def _hold(self, gang: Gang, record: GangRecord, placement: Placement) -> None:
+        """Room for the members the controller creates later: held where the placement
+        put them, until they exist (then only for those still missing) or HOLD_S passed.
+        Each placement of the gang narrows the hold to the members still to come."""
+        owner = str(gang.key)
+        planned = planned_members(gang)
+        if not gang.peers:
+            entries = tuple((replace(planned[a.pod].pod, name=a.pod), a.node)
+                            for a in placement.assignments if a.pod in planned)
+            deadline = self.clock.monotonic() + HOLD_S
+        else:
+            held = self.cluster.held(owner)
+            if held is None:
+                return
+            entries = tuple((pod, node) for pod, node in held.entries if pod.name in planned)
+            deadline = held.deadline
+        self.cluster.hold(owner, entries, deadline)
+        record.held = len(entries)
+        if entries:
+            log.info("gang=%s decision=hold members=%d until=+%.0fs", gang.key, len(entries),
+                     deadline - self.clock.monotonic())
 
     # -- volumes ----------------------------------------------------------------------
     def _volumes(self, snapshot: TopologySnapshot) -> VolumeView:
@@ -318,7 +352,8 @@ class Scheduler:
             self.repair_due = True  # the next cycle places them next to the rest
         else:
             record.failed_nodes = {}
-        self.reporter.report(gang, record, placed(gang, placement, results, bind_s))
+        self.reporter.report(gang, record, placed(gang, placement, results, bind_s,
+                                                  record.held))
 
     def _unschedulable(self, gang: Gang, record: GangRecord, result: Unschedulable,
                        nodes: int) -> None:
@@ -377,6 +412,7 @@ class Scheduler:
                 record.gone_since = None
             elif record.gone_since is None:
                 record.gone_since = now
+                self.cluster.hold(str(key), (), 0.0)  # gone: nothing will use its room
             elif now - record.gone_since > RETAIN_S:
                 del self.records[key]
 

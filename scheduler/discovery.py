@@ -51,7 +51,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
         placed = bool(pod.node_name) or pod.key in assumed
         if not placed and not ours(pod):
             continue  # another scheduler's pending pod
-        key, source = _claim(pod, sources)
+        key, source = _claim(pod, sources, objects)
         if key is None or source is None:
             if not placed and not pod.scheduling_gates:
                 singles.append(pod)
@@ -69,10 +69,10 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
                       {key: source.name for key, source in claimed_by.items()})
 
 
-def _claim(pod: PodRecord, sources: Sequence[GangSource]
+def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup
            ) -> tuple[GangKey | None, GangSource | None]:
     for source in sources:
-        key = source.claim(pod)
+        key = source.claim(pod, objects)
         if key is not None:
             return key, source
     return None, None
@@ -85,22 +85,23 @@ def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
     pending = [p for p in waiting if not p.scheduling_gates]
     gated = tuple(sorted((p for p in waiting if p.scheduling_gates), key=lambda p: p.name))
     try:
-        ranked = sorted(((source.rank(p), p) for p in pending),
+        ranked = sorted(((source.rank(p, objects), p) for p in pending),
                         key=lambda rp: (rp[0] is None, rp[0] or 0, natural_key(rp[1].name)))
     except GangSpecError as exc:
         spec = replace(spec, error=str(exc))
         ranked = [(None, p) for p in sorted(pending, key=lambda p: natural_key(p.name))]
     return Gang(key=key, spec=spec, pending=tuple(p for _, p in ranked), gated=gated,
-                bound=len(placed), peers=_peers(placed, assumed, source),
-                ranks=tuple(r for r, _ in ranked))
+                bound=len(placed), peers=_peers(placed, assumed, source, objects),
+                ranks=tuple(r for r, _ in ranked),
+                subgroup_of=tuple(source.subgroup(p) for _, p in ranked))
 
 
-def _peers(placed: list[PodRecord], assumed: Mapping[str, str],
-           source: GangSource) -> tuple[tuple[int, str], ...]:
+def _peers(placed: list[PodRecord], assumed: Mapping[str, str], source: GangSource,
+           objects: ObjectLookup) -> tuple[tuple[int, str], ...]:
     out, unranked = [], UNRANKED
     for pod in sorted(placed, key=lambda p: p.name):
         try:
-            rank = source.rank(pod)
+            rank = source.rank(pod, objects)
         except GangSpecError:
             rank = None
         if rank is None:

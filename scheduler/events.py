@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from kube import ApiError, KubeClient
-from kube.resources import EVENTS, POD_GROUPS, ObjectRef
+from kube.resources import EVENTS, NATIVE_POD_GROUPS, POD_GROUPS, ObjectRef
 
 log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 1024
 SERIES_S = 600.0
 SERIES_KEPT = 4096
-Item = tuple[str, str, Any, Any]
+Item = tuple[str, str, Any, Any, str]
+"""(method, path, body, body to POST instead when the PATCHed Event is gone, patch type)."""
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
 """(method, path, body, body to POST instead if the PATCH finds no Event)."""
 
 
@@ -89,26 +92,31 @@ class EventRecorder:
                 patch = {"count": series.count, "message": body["message"],
                          "lastTimestamp": body["lastTimestamp"]}
                 body["metadata"]["name"] = series.name
-                self.queue.put(("PATCH", EVENTS.path(ref.namespace, series.name), patch, body))
+                self.queue.put(("PATCH", EVENTS.path(ref.namespace, series.name), patch, body,
+                                MERGE))
                 return
             self.series[key] = _Series(body["metadata"]["name"], 1, now)
             while len(self.series) > SERIES_KEPT:
                 self.series.popitem(last=False)
-        self.queue.put(("POST", EVENTS.path(ref.namespace), body, None))
+        self.queue.put(("POST", EVENTS.path(ref.namespace), body, None, ""))
 
     def pod_group_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        path = POD_GROUPS.path(ref.namespace, ref.name, "status")
-        self.status_queue.put(("PATCH", path, {"status": status}, None))
+        """scheduler-plugins' PodGroup by merge patch; Kubernetes' own by strategic merge
+        patch (its conditions merge by type, keeping the ones others wrote)."""
+        if ref.api_version == NATIVE_POD_GROUPS.api_version:
+            path, patch = NATIVE_POD_GROUPS.path(ref.namespace, ref.name, "status"), STRATEGIC
+        else:
+            path, patch = POD_GROUPS.path(ref.namespace, ref.name, "status"), MERGE
+        self.status_queue.put(("PATCH", path, {"status": status}, None, patch))
 
     def _run(self, source: queue.Queue[Item | None]) -> None:
         while True:
             item = source.get()
             if item is None:
                 return
-            method, path, body, instead = item
+            method, path, body, instead, patch = item
             try:
-                content = ("application/merge-patch+json" if method == "PATCH"
-                           else "application/json")
+                content = patch if method == "PATCH" else "application/json"
                 try:
                     self.kube.request(method, path, body=body, content_type=content)
                 except ApiError as exc:

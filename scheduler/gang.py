@@ -7,11 +7,16 @@ explain API): the kind of object that defines it, its namespace and its name. A 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 from kube.resources import ObjectRef
 from topology.records import PodRecord
+
+GANG_KIND_PATTERN = r"^[A-Z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A gang's kind: an object kind (StatefulSet), or one qualified by its API group where
+several APIs name a kind alike (PodGroup.scheduling.k8s.io, PodGroup.kueue.x-k8s.io)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +48,27 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class SubGroupSpec:
+    """Members that must sit inside one domain of `level` (a slice): one child Job of a
+    JobSet, one rank block of a StatefulSet. `exclusive`: no other sub-group of the gang
+    in that domain. `size`: the members it is to have (they may not all exist yet)."""
+
+    level: str
+    size: int
+    exclusive: bool = False
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A member the gang's controller has not created yet, as it will look (built from
+    the workload's template): planned with the gang, its room held until it arrives."""
+
+    pod: PodRecord
+    rank: int | None
+    subgroup: str | None = None
+
+
+@dataclass(frozen=True)
 class GangSpec:
     """What a gang source read from the gang's objects: size, minMember, constraints and
     the object to report to. `error` names the bad field when the spec cannot be used;
@@ -58,6 +84,16 @@ class GangSpec:
     version: str = ""
     """metadata.generation of the object read: moves when its spec changes, not when
     Phalanx writes its status."""
+    subgroups: Mapping[str, SubGroupSpec] = field(default_factory=dict)
+    """Sub-group name -> what it must keep (slices the source defines)."""
+    waiting: str | None = None
+    """Why the gang may not be placed yet, nothing being wrong with it: its workload
+    object is not found (being deleted, its pods not yet; or not seen yet)."""
+    later: tuple[Planned, ...] = ()
+    """Members the controller creates only after the first ones are bound or running
+    (JobSet's exclusive placement and InOrder startup, LeaderWorkerSet's workers):
+    minMember counts the members that come first; these are planned with them and
+    their room held until they arrive."""
 
     def level(self, kind: ConstraintKind) -> str | None:
         return next((c.level for c in self.constraints if c.kind is kind), None)
@@ -79,6 +115,8 @@ class Gang:
     """(rank, node) of those bound members: replacements go next to them."""
     ranks: tuple[int | None, ...] = ()
     """Rank of each pending member (None: the source gives it none)."""
+    subgroup_of: tuple[str | None, ...] = ()
+    """Sub-group of each pending member (None: none)."""
 
     @property
     def needed(self) -> int:
@@ -87,7 +125,8 @@ class Gang:
 
     @property
     def ready(self) -> bool:
-        return self.spec.error is None and len(self.pending) >= self.needed
+        return (self.spec.error is None and self.spec.waiting is None
+                and len(self.pending) >= self.needed)
 
     @property
     def priority(self) -> int:

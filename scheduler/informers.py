@@ -1,5 +1,7 @@
-"""The watches that keep the cluster cache current: nodes, every unfinished pod, and
-PodGroups once their CRD is served (it may be installed after the scheduler starts).
+"""The watches that keep the cluster cache current: nodes, every unfinished pod, and the
+objects gang sources read (PodGroups of three APIs, JobSets, LeaderWorkerSets,
+training-operator jobs) once each is served (a CRD may be installed after the scheduler
+starts).
 
 `synced()` is what /readyz and the cycle ask: listed, and every watch connected; a watch
 that cannot reach the API server makes the cache stale at once (no scheduling)."""
@@ -11,26 +13,35 @@ import time
 from kube import KubeClient, Watcher
 from kube.resources import (
     CSI_NODES,
+    JOBSETS,
+    LEADER_WORKER_SETS,
     NAMESPACES,
+    NATIVE_POD_GROUPS,
     NODES,
     POD_GROUPS,
     PODS,
     PVCS,
     PVS,
     STORAGE_CLASSES,
+    TRAINING_JOBS,
+    VOLCANO_POD_GROUPS,
     Resource,
 )
 from scheduler.cache import ClusterCache
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
+GANG_OBJECTS = (POD_GROUPS, NATIVE_POD_GROUPS, VOLCANO_POD_GROUPS, JOBSETS, LEADER_WORKER_SETS,
+                *TRAINING_JOBS.values())
+"""What gang sources read, watched once served (a CRD installed later is picked up):
+few next to pods, and a watch tells a waiting gang at once that its object changed."""
 OPTIONAL_CHECK_S = 10.0
 """How often an optional resource that is not served yet is looked for."""
 
 
 class Informers:
     def __init__(self, kube: KubeClient, cache: ClusterCache,
-                 optional: tuple[Resource, ...] = (POD_GROUPS,)) -> None:
+                 optional: tuple[Resource, ...] = GANG_OBJECTS) -> None:
         self.kube, self.cache, self.optional = kube, cache, optional
         self.watchers: list[Watcher] = []
         self._checked: dict[Resource, float] = {}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from kube.resources import ObjectRef
+from kube.resources import NATIVE_POD_GROUPS, POD_GROUPS, ObjectRef
 from scheduler.collaborators import BindResult, Clock, Recorder
 from scheduler.gang import Gang, GangKey
 from scheduler.state import GangRecord
@@ -67,6 +67,35 @@ def _status_signature(status: dict[str, Any]) -> tuple[object, ...]:
     return (status.get("phase"), status.get("scheduled"), conditions)
 
 
+def _scheduled(signature: tuple[object, ...]) -> bool:
+    conditions = signature[2]
+    return isinstance(conditions, tuple) and any(c[1] == "True" for c in conditions)
+
+
+def pod_group_status(ref: ObjectRef, status: dict[str, Any],
+                     generation: str = "") -> dict[str, Any] | None:
+    """The status to write for a gang's PodGroup, in its API's terms: scheduler-plugins'
+    phase, scheduled count and Scheduled condition; Kubernetes' own PodGroupScheduled
+    condition, as kube-scheduler writes it (True/Scheduled, False/Unschedulable, with
+    the group's generation). None for other gangs (Volcano's PodGroup status belongs to
+    Volcano's controller; workloads have none)."""
+    if ref.kind != "PodGroup":
+        return None
+    if ref.api_version == POD_GROUPS.api_version:
+        return status
+    if ref.api_version != NATIVE_POD_GROUPS.api_version:
+        return None
+    ours = (status.get("conditions") or [{}])[0]
+    ok = ours.get("status") == "True"
+    condition = {"type": "PodGroupScheduled", "status": "True" if ok else "False",
+                 "reason": "Scheduled" if ok else "Unschedulable",
+                 "message": ours.get("message", ""),
+                 "lastTransitionTime": ours.get("lastTransitionTime")}
+    if generation.isdigit():
+        condition["observedGeneration"] = int(generation)
+    return {"conditions": [condition]}
+
+
 def pod_ref(pod: PodRecord) -> ObjectRef:
     return ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
 
@@ -78,7 +107,7 @@ def condition(ok: bool, reason: str, message: str) -> dict[str, str]:
 
 
 def placed(gang: Gang, placement: Placement, results: Sequence[BindResult],
-           bind_s: float) -> Outcome:
+           bind_s: float, held: int = 0) -> Outcome:
     """Binds done: Scheduled (or PartiallyBound, with the failures named)."""
     by_key = {p.key: p for p in gang.pending}
     failed = [r for r in results if not r.ok]
@@ -90,6 +119,9 @@ def placed(gang: Gang, placement: Placement, results: Sequence[BindResult],
     message = (f"{what} in {placement.solver.solve_s:.3f}s ({placement.solver.algorithm} "
                f"{placement.solver.status}); domains used {m.domains_used}; lower bound "
                f"{m.lower_bound}; ring hops {m.ring_hops}; bound in {bind_s:.3f}s")
+    if held:
+        message += (f"; room held for {held} member(s) its controller creates once these "
+                    f"are bound")
     if failed:
         message += (f"; {len(failed)} bind(s) failed ("
                     + ", ".join(sorted({f"{r.status} {r.reason}"[:80] for r in failed}))
@@ -158,8 +190,10 @@ class Reporter:
         for pod, reason, message in pod_events:
             self.recorder.event(pod_ref(pod), reason.value, message,
                                 reason is not EventReason.SCHEDULED)
-        if outcome.pod_group is not None and ref.kind == "PodGroup":
-            self._status(ref, record, outcome.pod_group)
+        status = (pod_group_status(ref, outcome.pod_group, gang.spec.version)
+                  if outcome.pod_group else None)
+        if status is not None:
+            self._status(ref, record, status)
         log.info("gang=%s decision=%s reason=%s message=%r", gang.key, outcome.decision,
                  outcome.reason.value, outcome.message)
 
@@ -171,10 +205,15 @@ class Reporter:
 
     def _status(self, ref: ObjectRef, record: GangRecord | None,
                 status: dict[str, Any]) -> None:
-        """Only a status that differs (timestamps aside) from the last one written."""
+        """Only a status that differs (timestamps aside) from the last one written, and,
+        as kube-scheduler, never a native PodGroup's PodGroupScheduled back to False
+        once it was True (more pods of a scheduled group are not a failed group)."""
         signature = _status_signature(status)
         if record is not None:
             if record.status_written == signature:
+                return
+            if (ref.api_version == NATIVE_POD_GROUPS.api_version and record.status_written
+                    and _scheduled(record.status_written) and not _scheduled(signature)):
                 return
             record.status_written = signature
         self.recorder.pod_group_status(ref, status)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-from scheduler.gang import ConstraintKind, Gang
+from scheduler.gang import ConstraintKind, Gang, Planned
+from solver.errors import BadRequest
 from solver.reasons import Exclusion, ExclusionCode
-from solver.request import GangRequest, Member, NodeRule, PodShape
+from solver.request import GangRequest, Member, NodeRule, PodShape, SubGroup
 from topology.records import PodRecord
 
 VolumeRules = Callable[[PodRecord], tuple[tuple[NodeRule, ...], tuple[Exclusion, ...]]]
@@ -58,24 +59,62 @@ def _shape_key(shape: PodShape) -> tuple[Any, ...]:
             shape.refusals, shape.preferred_node_affinity)
 
 
+PLANNED = "#planned-"
+"""Marks a planned member's name in a request: `<gang name>#planned-<rank>`."""
+
+
+def planned_members(gang: Gang) -> dict[str, Planned]:
+    """The gang's planned members by the name they take in its request."""
+    return {f"{gang.key.name}{PLANNED}{p.rank if p.rank is not None else position}": p
+            for position, p in enumerate(gang.spec.later, start=len(gang.pending))}
+
+
 def request_for(gang: Gang, label_keys: Collection[str] = (),
-                volumes: VolumeRules = no_volume_rules) -> GangRequest:
-    """Every pending member; the solver must place at least as many as the gang still
-    needs (minMember less those already bound)."""
+                volumes: VolumeRules = no_volume_rules, *, planned: bool = True) -> GangRequest:
+    """Every pending member, and (with `planned`) the members its controller will create
+    later; the solver must place at least as many as the gang still needs (minMember
+    less those already bound), and all of them when some are planned or the gang has
+    slices. Sub-groups the source defines become the request's slices."""
+    later_by_name = planned_members(gang) if planned else {}
+    later = list(later_by_name.values())
+    pods = [*gang.pending, *(p.pod for p in later)]
     keys = set(label_keys)
-    for pod in gang.pending:
+    for pod in pods:
         keys |= pod.inter_pod.selector_keys()
     shapes: list[PodShape] = []
     index: dict[tuple[Any, ...], int] = {}
     members = []
-    for position, (pod, rank) in enumerate(zip(gang.pending, gang.ranks, strict=True)):
+    ranks = [*gang.ranks, *(p.rank for p in later)]
+    groups = [*gang.subgroup_of, *(p.subgroup for p in later)]
+    names = [*(p.name for p in gang.pending), *later_by_name]
+    for position, (pod, rank, name) in enumerate(zip(pods, ranks, names, strict=True)):
         shape = shape_of(pod, keys, volumes)
         key = _shape_key(shape)
         if key not in index:
             index[key] = len(shapes)
             shapes.append(shape)
-        members.append(Member(pod.name, position if rank is None else rank, index[key]))
+        members.append(Member(name, position if rank is None else rank, index[key]))
+    subgroups = _subgroups(gang, names, groups)
+    whole = bool(later) or bool(subgroups)
     return GangRequest(str(gang.key), tuple(shapes), tuple(members),
-                       min(gang.needed, len(members)),
+                       len(members) if whole else min(gang.needed, len(members)),
                        gang.spec.level(ConstraintKind.REQUIRED),
-                       gang.spec.level(ConstraintKind.PREFERRED))
+                       gang.spec.level(ConstraintKind.PREFERRED), subgroups)
+
+
+def _subgroups(gang: Gang, names: list[str], groups: list[str | None]) -> tuple[SubGroup, ...]:
+    """The slices among the members (a sub-group the spec does not constrain is none)."""
+    specs = gang.spec.subgroups
+    if not specs:
+        return ()
+    members: dict[str, list[str]] = {}
+    for name, group in zip(names, groups, strict=True):
+        members.setdefault(group or "", []).append(name)
+    out = []
+    for group, pods in members.items():
+        spec = specs.get(group)
+        if spec is None:
+            raise BadRequest(f"pod {pods[0]}", f"a member of one of the gang's "
+                             f"{len(specs)} sub-groups", group or "none")
+        out.append(SubGroup(group, spec.level, tuple(pods), spec.exclusive))
+    return tuple(out)

@@ -102,6 +102,10 @@ class GangRecord:
     """Clock.monotonic() since which none of its pods exists (a finished job)."""
     failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
     """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
+    held: int = 0
+    """Members not created yet whose room the gang holds."""
+    waiting_for: str = ""
+    """Why it waits though nothing is wrong (GangSpec.waiting), when it does."""
     transitions: list[tuple[GangPhase, float]] = field(default_factory=list)
 
     def move(self, phase: GangPhase, at: float) -> None:
@@ -119,3 +123,4 @@ class GangRecord:
         self.constraints = gang.spec.constraints
         self.bound_pods = gang.bound
         self.gates = gang.gate_names()
+        self.waiting_for = gang.spec.waiting or ""

@@ -33,7 +33,7 @@ Namespace = Annotated[str, Path(pattern=NAMESPACE_PATTERN, max_length=63,
                                 description="the gang's namespace (DNS-1123 label)")]
 Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=253,
                            description="the name of the object that defines the gang")]
-Kind = Annotated[str | None, Query(pattern=KIND_PATTERN, max_length=63,
+Kind = Annotated[str | None, Query(pattern=KIND_PATTERN, max_length=253,
                                    description="PodGroup, StatefulSet, Job, ...: needed "
                                                "only when the name is shared")]
 LOOKUP_ERRORS: dict[int | str, dict[str, Any]] = {

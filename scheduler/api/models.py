@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from scheduler.gang import GANG_KIND_PATTERN
+
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-KIND_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+KIND_PATTERN = GANG_KIND_PATTERN
 
 
 class Problem(BaseModel):

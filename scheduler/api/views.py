@@ -143,6 +143,8 @@ def explanation(state: GangRecord) -> Explanation:
                            remedies=[f"the controller that set {gate} removes it when the "
                                      f"pod may be scheduled (e.g. Kueue on admission)"
                                      for gate in sorted(state.gates)])
+    if state.phase is GangPhase.WAITING and state.waiting_for:
+        return Explanation(**base, verdict="waiting", summary=state.waiting_for)
     if state.phase is GangPhase.WAITING or result is None:
         return Explanation(**base, verdict="waiting",
                            summary=f"waiting for members: {state.size} of {state.min_member} "

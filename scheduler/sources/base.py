@@ -9,6 +9,7 @@ one-folder-per-framework integrations are the model); discovery knows only this 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -48,13 +49,19 @@ class GangSource(Protocol):
     name: str
     """How explain names this source (e.g. "PodGroup label", "owner")."""
 
-    def claim(self, pod: PodRecord) -> GangKey | None:
-        """The gang this source puts the pod in, or None when it does not group it."""
+    def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
+        """The gang this source puts the pod in, or None when it does not group it.
+        Most sources decide from the pod alone; `objects` is there for those that must
+        read the workload (a JobSet's initializer steps are not in its gang)."""
         ...
 
-    def rank(self, pod: PodRecord) -> int | None:
+    def rank(self, pod: PodRecord, objects: ObjectLookup) -> int | None:
         """The member's rank, or None when the source gives none; GangSpecError when
         the pod carries a malformed one."""
+        ...
+
+    def subgroup(self, pod: PodRecord) -> str | None:
+        """The sub-group (slice) the member belongs to, or None."""
         ...
 
     def describe(self, key: GangKey, members: Sequence[PodRecord],
@@ -96,6 +103,17 @@ def index_rank(pod: PodRecord, labels: Sequence[str] = (STS_INDEX, JOB_INDEX)) -
     return None
 
 
+def label_int(pod: PodRecord, label: str) -> int | None:
+    """An integer label a controller wrote (None when absent; named when malformed)."""
+    value = pod.labels.get(label)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise GangSpecError(f"pod {pod.key}", f"metadata.labels[{label}]",
+                            "a non-negative integer", value)
+    return int(value)
+
+
 def positive_int(obj: str, field: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise GangSpecError(obj, field, "an integer >= 1", value)
@@ -113,3 +131,44 @@ def annotations_of(raw: Raw | None) -> dict[str, str]:
 
 def requests_accelerator(pod: PodRecord, accelerators: Sequence[str]) -> bool:
     return any(pod.requests.get(resource, 0) > 0 for resource in accelerators)
+
+
+def pod_from_template(template: object, obj: str, field: str, *, name: str, namespace: str,
+                      labels: Mapping[str, str] = {}, annotations: Mapping[str, str] = {},
+                      owner: Raw | None = None) -> Raw:
+    """A pod as a controller creates it from a pod template: the template's metadata and
+    spec, with the controller's own labels and annotations added (`obj` and `field` name
+    the template when it is not a pod template)."""
+    if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+        raise GangSpecError(obj, field, "a pod template with a spec", template)
+    pod_meta = copy.deepcopy(template.get("metadata") or {})
+    pod_meta.update(name=name, namespace=namespace,
+                    labels={**(pod_meta.get("labels") or {}), **labels},
+                    annotations={**(pod_meta.get("annotations") or {}), **annotations})
+    if owner is not None:
+        pod_meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
+            "spec": copy.deepcopy(template["spec"])}
+
+
+def owner_reference(obj: Raw) -> Raw:
+    """The controller ownerReference a controller puts on what it creates from `obj`."""
+    metadata = meta(obj)
+    return {"kind": str(obj.get("kind") or ""), "name": str(metadata.get("name") or ""),
+            "controller": True, "uid": str(metadata.get("uid") or ""),
+            "apiVersion": str(obj.get("apiVersion") or "")}
+
+
+def name_and_namespace(obj: Raw) -> tuple[str, str]:
+    """An object's name (named error when missing) and namespace (default: default)."""
+    metadata = meta(obj)
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise GangSpecError(str(obj.get("kind")), "metadata.name", "a non-empty string", name)
+    return name, str(metadata.get("namespace") or "default")
+
+
+def not_found(kind: str, namespace: str, name: str) -> str:
+    """Why a gang whose workload object is missing waits (GangSpec.waiting)."""
+    return (f"{kind} {namespace}/{name} not found: being deleted (its pods go next), or not "
+            f"seen yet; its pods are not placed without it")

@@ -4,7 +4,6 @@ labels the controllers write. Pods that request no accelerator take the per-pod 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 from kube.resources import JOBS, STATEFULSETS, ObjectRef, Resource
@@ -18,6 +17,10 @@ from scheduler.sources.base import (
     annotations_of,
     index_rank,
     meta,
+    name_and_namespace,
+    not_found,
+    owner_reference,
+    pod_from_template,
     positive_int,
     read_constraints,
     requests_accelerator,
@@ -37,7 +40,7 @@ class OwnerSource:
         claims every owned pod (`phalanx place`: the manifest says it is a gang)."""
         self.accelerators = None if accelerators is None else tuple(accelerators)
 
-    def claim(self, pod: PodRecord) -> GangKey | None:
+    def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         owner = pod.owner
         if owner is None or owner.kind not in OWNER_KINDS:
             return None
@@ -45,8 +48,11 @@ class OwnerSource:
             return None
         return GangKey(owner.kind, pod.namespace, owner.name)
 
-    def rank(self, pod: PodRecord) -> int | None:
+    def rank(self, pod: PodRecord, objects: ObjectLookup) -> int | None:
         return index_rank(pod)
+
+    def subgroup(self, pod: PodRecord) -> str | None:
+        return None
 
     def describe(self, key: GangKey, members: Sequence[PodRecord],
                  objects: ObjectLookup) -> GangSpec:
@@ -59,8 +65,9 @@ class OwnerSource:
                         else resource.api_version)
         first = min(members, key=lambda p: p.name).annotations if members else {}
         constraints = read_constraints([(key.kind, annotations_of(raw)), ("Pod", first)])
-        if raw is None:  # gone, or not readable yet: the members seen are the gang
-            return GangSpec(ref, len(members), len(members), constraints)
+        if raw is None:
+            return GangSpec(ref, len(members), len(members), constraints,
+                            waiting=not_found(key.kind, key.namespace, key.name))
         version = str(meta(raw).get("generation") or "")
         try:
             size = positive_int(f"{key.kind} {key.namespace}/{key.name}", f"spec.{size_field}",
@@ -75,29 +82,15 @@ class OwnerSource:
         kind = obj.get("kind")
         if kind not in OWNER_KINDS:
             return None
-        metadata = meta(obj)
-        name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
-        if not isinstance(name, str) or not name:
-            raise GangSpecError(str(kind), "metadata.name", "a non-empty string", name)
+        name, namespace = name_and_namespace(obj)
         where = f"{kind} {namespace}/{name}"
         spec = obj.get("spec") or {}
         _, size_field = OWNER_KINDS[str(kind)]
         count = positive_int(where, f"spec.{size_field}", spec.get(size_field, 1))
-        template = spec.get("template")
-        if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
-            raise GangSpecError(where, "spec.template", "a pod template with a spec", template)
         index = STS_INDEX if kind == "StatefulSet" else (
             JOB_INDEX if spec.get("completionMode") == "Indexed" else None)
-        pods = []
-        for i in range(count):
-            pod_meta = copy.deepcopy(template.get("metadata") or {})
-            labels = dict(pod_meta.get("labels") or {})
-            if index is not None:
-                labels[index] = str(i)
-            pod_meta.update(name=f"{name}-{i}", namespace=namespace, labels=labels,
-                            ownerReferences=[{"kind": kind, "name": name, "controller": True,
-                                              "uid": str(metadata.get("uid") or ""),
-                                              "apiVersion": str(obj.get("apiVersion") or "")}])
-            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-                         "spec": copy.deepcopy(template["spec"])})
-        return pods
+        return [pod_from_template(spec.get("template"), where, "spec.template", name=f"{name}-{i}",
+                                  namespace=namespace,
+                                  labels={index: str(i)} if index is not None else {},
+                                  owner=owner_reference(obj))
+                for i in range(count)]

@@ -26,12 +26,15 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 class PodGroupSource:
     name = "PodGroup label"
 
-    def claim(self, pod: PodRecord) -> GangKey | None:
+    def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         group = pod.labels.get(POD_GROUP_LABEL)
         return GangKey("PodGroup", pod.namespace, group) if group else None
 
-    def rank(self, pod: PodRecord) -> int | None:
+    def rank(self, pod: PodRecord, objects: ObjectLookup) -> int | None:
         return index_rank(pod)
+
+    def subgroup(self, pod: PodRecord) -> str | None:
+        return None
 
     def describe(self, key: GangKey, members: Sequence[PodRecord],
                  objects: ObjectLookup) -> GangSpec:

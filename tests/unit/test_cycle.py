@@ -524,3 +524,88 @@ def test_a_finished_gang_stays_explainable_for_a_while_then_is_forgotten() -> No
     world.clock.now += 2 * PRUNE_EVERY_S + 2
     world.cycle()
     assert GangKey("Job", NS, "done") not in world.scheduler.records
+
+
+# -- members created later: JobSet's exclusive placement ---------------------------------
+def jobset_pods(world: World, job: int, indexes: range, selector: dict[str, str] | None = None
+                ) -> list[PodRecord]:
+    """Pods of JobSet `js` as JobSet's controller and webhook make them: leaders carry
+    exclusive affinity, followers (created once their leader is bound) a nodeSelector."""
+    from scheduler.sources.jobset import job_key
+    from topology.podrules import InterPod, PodAffinityTerm
+    from topology.selectors import LabelSelector, Requirement
+
+    key = job_key(NS, f"js-workers-{job}")
+    out = []
+    for i in indexes:
+        labels = {"jobset.sigs.k8s.io/jobset-name": "js",
+                  "jobset.sigs.k8s.io/replicatedjob-name": "workers",
+                  "jobset.sigs.k8s.io/job-index": str(job),
+                  "jobset.sigs.k8s.io/job-global-index": str(job),
+                  "jobset.sigs.k8s.io/job-key": key,
+                  "batch.kubernetes.io/job-completion-index": str(i)}
+        rules = InterPod()
+        if i == 0:
+            own = LabelSelector((Requirement("jobset.sigs.k8s.io/job-key", "In", (key,)),))
+            others = LabelSelector((Requirement("jobset.sigs.k8s.io/job-key", "Exists", ()),
+                                    Requirement("jobset.sigs.k8s.io/job-key", "NotIn", (key,))))
+            rules = InterPod(affinity=(PodAffinityTerm(own, "rack"),),
+                             anti_affinity=(PodAffinityTerm(others, "rack"),))
+        pod = PodRecord(NS, f"js-workers-{job}-{i}-x", uid=f"u-{job}-{i}",
+                        scheduler_name="phalanx", requests={GPU: 8, "pods": 1}, labels=labels,
+                        annotations={"alpha.jobset.sigs.k8s.io/exclusive-topology": "rack"},
+                        node_selector=selector or {}, inter_pod=rules,
+                        owner=OwnerRef("Job", f"js-workers-{job}", f"uid-{job}", "batch/v1"),
+                        created="2026-12-01T00:00:00Z", resource_version="1")
+        world.cache.put_pod(pod)
+        out.append(pod)
+    return out
+
+
+def test_exclusive_jobset_binds_leaders_holds_followers_room_then_places_them_there() -> None:
+    world = World()
+    pod_template = {"spec": {"schedulerName": "phalanx", "containers": [
+        {"name": "w", "image": "x", "resources": {"limits": {GPU: "8"}}}]}}
+    world.lookup.objects["JobSet", NS, "js"] = {
+        "kind": "JobSet", "metadata": {
+            "name": "js", "namespace": NS, "uid": "uid-js", "generation": 1,
+            "annotations": {"alpha.jobset.sigs.k8s.io/exclusive-topology": "rack"}},
+        "spec": {"replicatedJobs": [{"name": "workers", "replicas": 2, "template": {
+            "spec": {"parallelism": 4, "completions": 4, "template": pod_template}}}]}}
+    jobset_pods(world, 0, range(1))
+    world.cycle()
+    assert world.binder.sent == []  # minMember: both Jobs' leaders
+    jobset_pods(world, 1, range(1))
+    world.cycle()
+    leaders = world.bound("js-workers-")
+    assert len(leaders) == 2
+    held = world.cache.held(str(GangKey("JobSet", NS, "js")))
+    assert held is not None and len(held.entries) == 6  # 3 followers per Job
+    rack = {name: node.rsplit("-", 1)[0] for name, node in leaders.items()}
+    assert len(set(rack.values())) == 2  # exclusive: each Job in a rack of its own
+    assert world.record("JobSet", "js").held == 6
+
+    # Another gang does not take the held room: of 32 nodes, 2 hold leaders and 6 are
+    # held; a gang of 24 fits exactly the rest, and one of 25 does not fit.
+    held_nodes = {node for _, node in held.entries}
+    world.lookup.put(STATEFULSETS, "big", {"replicas": 25})
+    world.pods("big", 25)
+    world.cycle()
+    assert world.bound("big-") == {}
+    world.lookup.put(STATEFULSETS, "rest", {"replicas": 24})
+    world.pods("rest", 24)
+    world.cycle()
+    assert len(world.bound("rest-")) == 24
+    assert not held_nodes & set(world.bound("rest-").values())
+
+    # The followers come (JobSet's webhook gives them their leader's rack) and land on
+    # the nodes held for them; the hold is gone once every member exists.
+    for job in (0, 1):
+        leader_rack = rack[f"js-workers-{job}-0-x"]
+        jobset_pods(world, job, range(1, 4), selector={"rack": leader_rack.split("-")[-1]})
+    world.cycle(2)
+    placed = world.bound("js-workers-")
+    assert len(placed) == 8
+    followers = {n for name, n in placed.items() if not name.endswith("-0-x")}
+    assert followers == held_nodes
+    assert world.cache.held(str(GangKey("JobSet", NS, "js"))) is None

@@ -17,6 +17,7 @@ from yamllint.config import YamlLintConfig
 
 from kube.resources import POD_GROUPS
 from scheduler.config import Config, load_config, parse_config
+from scheduler.informers import GANG_OBJECTS, Informers
 from scheduler.offline import gang_of, request_from_workload
 from scheduler.request import request_for
 from scheduler.sources.base import REQUIRED
@@ -53,8 +54,10 @@ CODE_RIGHTS = {
     ("storage.k8s.io", "csinodes"): {"list", "watch"},
     ("apps", "statefulsets"): {"get"},
     ("batch", "jobs"): {"get"},
-    ("scheduling.x-k8s.io", "podgroups"): {"list", "watch"},
     ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},
+    ("scheduling.k8s.io", "podgroups/status"): {"patch"},
+    # Every object a gang source reads: watched once served, one get until listed.
+    **{(r.group, r.plural): {"get", "list", "watch"} for r in GANG_OBJECTS},
 }
 NAMESPACED = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"}
 
@@ -103,6 +106,7 @@ def test_cluster_role_grants_exactly_what_the_code_calls():
     for resource, _ in OWNER_KINDS.values():
         assert CODE_RIGHTS[resource.group, resource.plural] == {"get"}
     assert {"list", "watch"} <= CODE_RIGHTS[POD_GROUPS.group, POD_GROUPS.plural]
+    assert set(Informers.__init__.__defaults__ or ()) == {GANG_OBJECTS}
 
 
 def test_no_wildcard_and_no_secret_anywhere_in_rbac():

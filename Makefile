@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries lint test unit integration demo bench-solver clean-clusters image
+.PHONY: all venv binaries controllers lint test unit integration demo bench-solver clean-clusters image
 
 all: test
 
@@ -20,19 +20,24 @@ venv: $(VENV)/.installed
 binaries:
 	bash hack/build-controlplane.sh
 
+# Builds the JobSet, LeaderWorkerSet and training-operator controllers the integration
+# tests run (hack/controllers/go.mod) into ~/.cache/phalanx/controllers once.
+controllers:
+	bash hack/build-controllers.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint --strict manifests/ .yamllint
 
 # pytest exits 5 when it collected no test: make treats that as failure, as it should.
-test: venv binaries lint
+test: venv binaries controllers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-integration: venv binaries
+integration: venv binaries controllers
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 demo: venv binaries

@@ -9,6 +9,7 @@ import time
 
 from kube.resources import NODES
 from localcluster.cluster import ClusterError, LocalCluster
+from localcluster.controllers import ControllerError
 from localcluster.synthnodes import populate
 from topology.presets import resolve_preset
 from topology.summary import render_table, summarize_levels
@@ -25,12 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--occupancy", type=float, default=0.0,
                     help="fraction of nodes already busy with existing load")
     up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--with", dest="controllers", default="",
+                    help="workload controllers to run, comma-separated: jobset, lws, "
+                         "training-operator (built from their Go modules the first time)")
     for name in ("down", "status", "summary"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--name", default="phalanx-dev")
     args = parser.parse_args(argv)
 
-    cluster = LocalCluster(name=args.name)
+    controllers = tuple(n for n in getattr(args, "controllers", "").split(",") if n)
+    cluster = LocalCluster(name=args.name, controllers=controllers)
     try:
         if args.command == "up":
             return _up(cluster, args)
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes, _ = cluster.kube().list_all(NODES.path())
         print(render_table(summarize_levels(nodes, resolve_preset("aws"))))
         return 0
-    except (ClusterError, ValueError, TimeoutError) as exc:
+    except (ClusterError, ControllerError, ValueError, TimeoutError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 1
 
@@ -59,7 +64,9 @@ def _up(cluster: LocalCluster, args: argparse.Namespace) -> int:
     spec.validate()
     start = time.monotonic()
     cluster.up()
-    print(f"cluster {cluster.name} up in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    print(f"cluster {cluster.name} up in {time.monotonic() - start:.1f}s"
+          + (f" with {', '.join(cluster.running_controllers)}" if cluster.controllers else ""),
+          file=sys.stderr)
     if args.nodes:
         done = populate(cluster.kube(), spec)
         print(f"{done.nodes.created} nodes created at {done.nodes.per_second:.0f}/s "

@@ -25,6 +25,7 @@ from typing import Any
 from kube import ApiError, KubeClient, RetryPolicy
 from kube.resources import NODES, SERVICE_ACCOUNTS
 from localcluster.binaries import ensure_binaries, kubernetes_version
+from localcluster.controllers import RunningController, start_controllers, stop_controllers
 
 DEFAULT_WORKDIR = Path(
     os.environ.get("PHALANX_KWOK_WORKDIR", Path.home() / ".cache" / "phalanx" / "kwok")
@@ -32,11 +33,20 @@ DEFAULT_WORKDIR = Path(
 OWNED_PREFIX = "phalanx-test-"
 ETCD_VERSION = "3.6.16"
 
+# Kubernetes' own gang API (scheduling.k8s.io/v1alpha2 PodGroups, pods' spec.schedulingGroup)
+# is alpha in 1.36: served here by default, so Phalanx's native-PodGroup source and
+# kube-scheduler's GangScheduling plugin (a benchmark peer) run against the real API.
+FEATURE_GATES = "GenericWorkload=true,GangScheduling=true,TopologyAwareWorkloadScheduling=true"
+RUNTIME_CONFIG = "scheduling.k8s.io/v1alpha2=true"
+
 # Raised apiserver limits and no client QPS limits, as Kubernetes' own scale tests run;
 # etcd skips fsync (a throwaway cluster: durability buys nothing, and fsync on a shared
 # disk would make every benchmark measure the disk).
 EXTRA_ARGS: dict[str, dict[str, str]] = {
-    "kube-apiserver": {"max-requests-inflight": "3000", "max-mutating-requests-inflight": "1000"},
+    "kube-apiserver": {"max-requests-inflight": "3000", "max-mutating-requests-inflight": "1000",
+                       # Webhooks behind a Service are dialled at its endpoints (there is no
+                       # kube-proxy): localcluster.controllers runs controllers that way.
+                       "enable-aggregator-routing": "true"},
     "etcd": {"unsafe-no-fsync": "true", "quota-backend-bytes": str(8 << 30)},
 }
 
@@ -73,7 +83,11 @@ class LocalCluster:
     extra_args: dict[str, dict[str, str]] = field(default_factory=dict)
     audit_policy: str | None = None
     """An audit Policy (YAML) for the apiserver; its log is `audit_log`."""
+    controllers: tuple[str, ...] = ()
+    """Workload controllers to run with it (`localcluster.controllers`: jobset, lws,
+    training-operator)."""
     _kube: KubeClient | None = field(default=None, repr=False)
+    _running: list[RunningController] = field(default_factory=list, repr=False)
 
     @property
     def cluster_dir(self) -> Path:
@@ -125,6 +139,7 @@ class LocalCluster:
         remove_stale_clusters(self.workdir)
         if self.cluster_dir.exists():
             if self.healthy():
+                self.start_controllers(self.controllers)
                 return self
             self.down()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +153,9 @@ class LocalCluster:
         done = self._kwokctl(
             "create", "cluster", "--config", str(config), "--runtime", "binary",
             "--kubeconfig", "", "--disable-qps-limits", "--kube-authorization",
-            "--kube-admission", *audit, "--wait", f"{int(timeout)}s", timeout=timeout + 60,
+            "--kube-admission", "--kube-feature-gates", FEATURE_GATES,
+            "--kube-runtime-config", RUNTIME_CONFIG, *audit, "--wait", f"{int(timeout)}s",
+            timeout=timeout + 60,
         )
         if done.returncode != 0:
             logs = self._collect_logs()
@@ -148,7 +165,32 @@ class LocalCluster:
                 f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{logs}"
             )
         self._wait_serving(deadline=time.monotonic() + timeout)
+        self.start_controllers(self.controllers)
         return self
+
+    def start_controllers(self, names: tuple[str, ...] | list[str]) -> None:
+        """Starts the named workload controllers that are not running yet (idempotent):
+        built from their Go modules, installed from their own manifests."""
+        have = set(self.running_controllers)
+        wanted = [n for n in names if n not in have]
+        if wanted:
+            self._running += start_controllers(self.kube(), self.kubeconfig,
+                                               self.cluster_dir, wanted)
+
+    @property
+    def running_controllers(self) -> list[str]:
+        """Controllers running for this cluster, whoever started them (each runs in its
+        own folder under the cluster's, which is how another process finds it)."""
+        folder = self.cluster_dir / "controllers"
+        found = []
+        for pid in self.processes():
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                continue
+            if cwd.parent == folder:
+                found.append(cwd.name)
+        return sorted(found)
 
     def _kwokctl_config(self) -> str:
         """Component flags as a KwokctlConfiguration: kwokctl 0.8's --extra-args mis-indexes
@@ -183,6 +225,8 @@ class LocalCluster:
 
     def down(self) -> None:
         """Stops every process of the cluster and removes its folder; verifies the result."""
+        stop_controllers(self._running)
+        self._running = []
         if self.cluster_dir.exists():
             # When kwokctl cannot read its own state, the hard kill below still cleans up.
             self._kwokctl("delete", "cluster", timeout=120)

@@ -1,4 +1,5 @@
-"""pytest fixtures for tests against the real local control plane.
+"""pytest fixtures for tests against the real local control plane (and, on request, the
+real workload controllers: `workload_controllers`).
 
 `local_cluster` is session-scoped: one cluster per test run, torn down at the end whatever
 happened (failing tests, Ctrl-C, SIGTERM). A run killed with SIGKILL leaves a stale
@@ -39,3 +40,11 @@ def local_cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def kube(local_cluster: LocalCluster) -> KubeClient:
     return local_cluster.kube()
+
+
+@pytest.fixture(scope="session")
+def workload_controllers(local_cluster: LocalCluster) -> list[str]:
+    """The real JobSet, LeaderWorkerSet and training-operator controllers running on the
+    session's cluster (built from their Go modules the first time; started once)."""
+    local_cluster.start_controllers(("jobset", "lws", "training-operator"))
+    return local_cluster.running_controllers

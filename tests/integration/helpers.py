@@ -74,9 +74,11 @@ def phalanx(local_cluster, kube, tmp_path_factory):
         print(process.log_path.read_text()[-5000:])
 
 
-def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16), batch: str = ""):
-    """`count` Ready synthetic nodes labelled with the pool; `batch` names a second set."""
-    nodes = synth_nodes(ClusterSpec(nodes=count, fanout=fanout, seed=seed))
+def pool_nodes(kube, pool: str, count: int, seed: int, fanout=(2, 3, 16), batch: str = "",
+               ragged: float = 0.25):
+    """`count` Ready synthetic nodes labelled with the pool; `batch` names a second set;
+    `ragged` 0 gives every bottom domain exactly `fanout[-1]` nodes."""
+    nodes = synth_nodes(ClusterSpec(nodes=count, fanout=fanout, seed=seed, ragged=ragged))
     for node in nodes:
         name = f"{pool}{batch}-{node['metadata']['name']}"
         node["metadata"]["name"] = name

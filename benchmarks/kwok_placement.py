@@ -1,11 +1,17 @@
 """KWOK placement benchmark: the same workload through Phalanx and kube-scheduler.
 
     .venv/bin/python -m benchmarks.kwok_placement [--nodes 5000] [--quick] [--out DIR]
+        [--workload statefulset|jobset]
 
 One fresh local control plane with `--nodes` synthetic p5 nodes and fragmented existing
 load. For each scheduler in turn, on the same nodes and load: CPU-only pods, then gangs
 (StatefulSets of 8-GPU pods, `--gangs` sizes) arriving one after another, each once the
-previous one is bound, so every gang meets the capacity its predecessors left. Before a
+previous one is bound, so every gang meets the capacity its predecessors left. With
+`--workload jobset` each gang is a JobSet instead (run by the real JobSet controller) of
+Jobs of `--slice-pods` pods, each Job alone in a layer-3 domain
+(`alpha.jobset.sigs.k8s.io/exclusive-topology`): kube-scheduler places them through
+JobSet's webhook (leader pod affinity/anti-affinity, followers pinned to the leader's
+domain), Phalanx as slices. Before a
 gang arrives its offline optimum is solved on the API server's current state (the lower
 bounds and the fewest domains per level); after, its placement is read back from the API
 server and measured. Then the workload is deleted and the next scheduler runs.
@@ -41,8 +47,15 @@ import numpy as np
 
 from benchmarks.podwatch import PodTimes, watch_pods
 from benchmarks.report import print_result
-from kube import ApiError, KubeClient, api_path
-from kube.resources import CONFIG_MAPS, NODES, PODS, STATEFULSETS
+from kube import ApiError, KubeClient
+from kube.resources import (
+    CONFIG_MAPS,
+    JOBSETS,
+    NATIVE_POD_GROUPS,
+    NODES,
+    PODS,
+    STATEFULSETS,
+)
 from localcluster.binaries import REPO
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
@@ -67,19 +80,16 @@ SCHEDULERS = {"phalanx": "phalanx", "kube-scheduler": "default-scheduler",
 # kube-scheduler's own gang scheduling (KEP-4671, alpha in 1.35/1.36): a PodGroup
 # (scheduling.k8s.io/v1alpha2, gang minCount) per gang, pods naming it in
 # spec.schedulingGroup; the GangScheduling plugin then admits the group all or nothing.
-GANG_GATES = {
-    "kube-apiserver": {"feature-gates": "GenericWorkload=true",
-                       "runtime-config": "scheduling.k8s.io/v1alpha2=true"},
-    "kube-scheduler": {"feature-gates": "GenericWorkload=true,GangScheduling=true"},
-    "kube-controller-manager": {"feature-gates": "GenericWorkload=true"},
-}
-POD_GROUPS = api_path("scheduling.k8s.io", "v1alpha2", "podgroups", NS)
+# localcluster serves that API and enables those gates on every cluster.
+POD_GROUPS = NATIVE_POD_GROUPS.path(NS)
 
 
 @dataclass
 class GangRun:
     name: str
     size: int
+    create_to_all_bound_s: float
+    """From the workload's creation to its last pod bound."""
     time_to_all_bound_s: float
     first_to_last_bind_s: float
     bind_pods_per_s: float
@@ -127,6 +137,36 @@ def _statefulset(name: str, replicas: int, scheduler: str, gpus: int,
                                        "resources": resources}]}}}}
 
 
+LAYER3 = PRESETS["aws"].keys[3]
+
+
+def _jobset(name: str, size: int, scheduler: str, slice_pods: int) -> dict[str, Any]:
+    """`size // slice_pods` Jobs of `slice_pods` 8-GPU pods, each alone in a layer-3 domain."""
+    return {"apiVersion": JOBSETS.api_version, "kind": "JobSet",
+            "metadata": {"name": name, "namespace": NS, "annotations": {
+                "alpha.jobset.sigs.k8s.io/exclusive-topology": LAYER3}},
+            "spec": {"replicatedJobs": [{"name": "w", "replicas": size // slice_pods,
+                                         "template": {"spec": {
+                                             "parallelism": slice_pods,
+                                             "completions": slice_pods, "backoffLimit": 0,
+                                             "template": {
+                                                 "metadata": {"labels": {"app": name}},
+                                                 "spec": {"schedulerName": scheduler,
+                                                          "restartPolicy": "Never",
+                                                          "containers": [{
+                                                              "name": "w", "image": "trainer",
+                                                              "resources": {"limits": {
+                                                                  "nvidia.com/gpu": "8"}}}]}}}}}]}}
+
+
+def _rank(pod: dict[str, Any], slice_pods: int) -> int:
+    labels = pod["metadata"]["labels"]
+    if "apps.kubernetes.io/pod-index" in labels:
+        return int(labels["apps.kubernetes.io/pod-index"])
+    return (int(labels["jobset.sigs.k8s.io/job-global-index"]) * slice_pods
+            + int(labels["batch.kubernetes.io/job-completion-index"]))
+
+
 def _pods(kube: KubeClient, app: str) -> list[dict[str, Any]]:
     return kube.list_all(PODS.path(NS), {"labelSelector": f"app={app}"})[0]
 
@@ -148,16 +188,20 @@ def _free_port() -> int:
 
 
 def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler: str,
-              explain: str | None, gang_api: bool) -> tuple[GangRun, dict[str, int]]:
-    sts = _statefulset(name, size, scheduler, 8, name if gang_api else None)
+              explain: str | None, gang_api: bool, slice_pods: int = 0
+              ) -> tuple[GangRun, dict[str, int]]:
+    """One gang: a StatefulSet, or (`slice_pods`) an exclusive-topology JobSet."""
+    workload = (_jobset(name, size, scheduler, slice_pods) if slice_pods else
+                _statefulset(name, size, scheduler, 8, name if gang_api else None))
     before = _snapshot(kube)
-    offline = solve(request_from_workload(sts), before, SolverConfig(time_limit_s=5.0))
+    offline = solve(request_from_workload(workload), before, SolverConfig(time_limit_s=5.0))
     assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
     if gang_api:
         kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
                                  "kind": "PodGroup", "metadata": {"name": name},
                                  "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
-    kube.create(STATEFULSETS.path(NS), sts)
+    created = time.monotonic()
+    kube.create((JOBSETS if slice_pods else STATEFULSETS).path(NS), workload)
     def done() -> bool:
         pods = _pods(kube, name)
         return len(pods) == size and all(p["spec"].get("nodeName") for p in pods)
@@ -170,23 +214,23 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
         binds = sorted(times.bound[u][0] for u in uids)
     tree = _snapshot(kube).tree
     assignments = tuple(
-        Assignment(p["metadata"]["name"], int(p["metadata"]["labels"][
-            "apps.kubernetes.io/pod-index"]), p["spec"]["nodeName"],
-            render_path(tree.node_path(tree.index[p["spec"]["nodeName"]])))
+        Assignment(p["metadata"]["name"], _rank(p, slice_pods), p["spec"]["nodeName"],
+                   render_path(tree.node_path(tree.index[p["spec"]["nodeName"]])))
         for p in pods)
     metrics = measure(tree, assignments, offline.metrics.lower_bound)
     spread = binds[-1] - binds[0]
-    run = GangRun(name=name, size=size, time_to_all_bound_s=round(binds[-1] - last_exists, 3),
+    run = GangRun(name=name, size=size, create_to_all_bound_s=round(binds[-1] - created, 3),
+                  time_to_all_bound_s=round(binds[-1] - last_exists, 3),
                   first_to_last_bind_s=round(spread, 3),
                   bind_pods_per_s=round(size / spread, 1) if spread > 0 else float(size),
                   domains_used=metrics.domains_used, lower_bound=metrics.lower_bound,
                   optimum=offline.metrics.domains_used, ring_hops=metrics.ring_hops,
                   max_distance=metrics.max_distance)
     if explain:
-        detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30).json()
+        detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30,
+                           params={"kind": "JobSet" if slice_pods else "StatefulSet"}).json()
         run.solve_s, run.bind_s = detail.get("solve_s"), detail.get("bind_s")
-    layer3 = PRESETS["aws"].keys[3]
-    level = tree.levels.index(layer3)
+    level = tree.levels.index(LAYER3)
     racks: dict[str, int] = {}
     for a in assignments:
         path = render_path(tree.paths[level][int(tree.domain_of[level][tree.index[a.node]])])
@@ -195,7 +239,7 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
 
 
 def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
-                  sizes: list[int], cpu_pods: int) -> SchedulerRun:
+                  sizes: list[int], cpu_pods: int, slice_pods: int = 0) -> SchedulerRun:
     result = SchedulerRun(scheduler)
     process, explain = None, None
     if scheduler == "phalanx":
@@ -218,7 +262,7 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
         largest = max(sizes)
         for index, size in enumerate(sizes):
             run, racks = _run_gang(kube, times, f"g{index}-{size}", size, SCHEDULERS[scheduler],
-                                   explain, scheduler == "kube-scheduler-gang")
+                                   explain, scheduler == "kube-scheduler-gang", slice_pods)
             result.gangs.append(run)
             if size == largest:
                 result.placement = racks
@@ -228,7 +272,8 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
             result.peak_rss_mb = _vm_hwm_mb(process.pid)
             groups = httpx.get(f"{explain}/v1/groups", timeout=30).json()["groups"]
             for group in groups:
-                detail = httpx.get(f"{explain}/v1/groups/{NS}/{group['name']}", timeout=30)
+                detail = httpx.get(f"{explain}/v1/groups/{NS}/{group['name']}", timeout=30,
+                                   params={"kind": group["kind"]})
                 result.unschedulable_s += _pending_seconds(detail.json()["transitions"])
         else:
             pid = next(p for p in cluster.processes()
@@ -263,6 +308,13 @@ def _ready(url: str) -> bool:
 def _clear(kube: KubeClient) -> None:
     for sts in kube.list_all(STATEFULSETS.path(NS))[0]:
         kube.delete(STATEFULSETS.path(NS, sts["metadata"]["name"]))
+    try:
+        for jobset in kube.list_all(JOBSETS.path(NS))[0]:
+            kube.delete(JOBSETS.path(NS, jobset["metadata"]["name"]),
+                        propagationPolicy="Background")
+    except ApiError as exc:
+        if exc.status != 404:  # served only with the JobSet workload
+            raise
     wait_until(lambda: not kube.list_all(PODS.path(NS))[0], 300,
                "benchmark pods gone", interval=0.5)
     try:
@@ -300,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--schedulers", default="phalanx,kube-scheduler,kube-scheduler-gang",
                         help="any of phalanx, kube-scheduler, kube-scheduler-gang")
+    parser.add_argument("--workload", choices=("statefulset", "jobset"), default="statefulset",
+                        help="each gang a StatefulSet, or an exclusive-topology JobSet run "
+                             "by the real JobSet controller")
+    parser.add_argument("--slice-pods", type=int, default=16,
+                        help="pods per Job of a JobSet gang (each Job alone in a layer-3 "
+                             "domain); gang sizes must be multiples of it")
     parser.add_argument("--quick", action="store_true",
                         help="1,500 nodes, gangs 64,128,256, 50 CPU pods: under 3 minutes")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
@@ -312,8 +370,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(schedulers) - set(SCHEDULERS))
     if unknown:
         parser.error(f"--schedulers: unknown {unknown}; expected some of {sorted(SCHEDULERS)}")
+    slice_pods = args.slice_pods if args.workload == "jobset" else 0
+    if slice_pods:
+        if "kube-scheduler-gang" in schedulers:
+            parser.error("--workload jobset: kube-scheduler-gang needs pods naming a PodGroup, "
+                         "which JobSet does not create; use phalanx,kube-scheduler")
+        if any(size % slice_pods for size in sizes):
+            parser.error(f"--gangs: every size must be a multiple of --slice-pods {slice_pods}")
     cluster = LocalCluster(name="phalanx-bench-placement",
-                           extra_args=GANG_GATES if "kube-scheduler-gang" in schedulers else {})
+                           controllers=("jobset",) if slice_pods else ())
     cluster.down()
     runs: list[SchedulerRun] = []
     try:
@@ -324,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                                if schedulable(n)) == args.nodes, 180, "nodes schedulable")
         ensure_namespace(kube, NS)
         for scheduler in schedulers:
-            runs.append(run_scheduler(kube, cluster, scheduler, sizes, args.cpu_pods))
+            runs.append(run_scheduler(kube, cluster, scheduler, sizes, args.cpu_pods,
+                                      slice_pods))
             bad = overcommitted(kube)
             if bad:
                 raise SystemExit(f"{scheduler}: over-committed nodes: {bad[:10]}")
@@ -337,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "kwok_placement", "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                              time.gmtime()),
         "nodes": args.nodes, "occupancy": args.occupancy, "gangs": sizes,
+        "workload": args.workload, "slice_pods": slice_pods or None,
         "cpu_pods": args.cpu_pods, "kubernetes": version, "apiserver_write_ceiling": ceiling,
         "coscheduling": COSCHEDULING, "duration_s": round(time.monotonic() - wall, 1),
         "runs": [run.__dict__ | {"gangs": [g.__dict__ for g in run.gangs]} for run in runs],
@@ -357,15 +424,16 @@ def main(argv: list[str] | None = None) -> int:
 def render(report: dict[str, Any]) -> str:
     """The markdown table RESULTS.md records."""
     layer3 = PRESETS["aws"].keys[3]
-    lines = ["| scheduler | gang | time to all bound | binds/s | layer-3 used (optimum, "
-             "lower bound) | layer-2 used (optimum) | every level at the optimum | ring hops "
-             "| max distance |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scheduler | gang | created to all bound | last pod to all bound | binds/s | "
+             "layer-3 used (optimum, lower bound) | layer-2 used (optimum) | every level at the "
+             "optimum | ring hops | max distance |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     layer2 = PRESETS["aws"].keys[2]
     for run in report["runs"]:
         for g in run["gangs"]:
             lines.append(
-                f"| {run['scheduler']} | {g['size']} | {g['time_to_all_bound_s']:.2f} s | "
+                f"| {run['scheduler']} | {g['size']} | {g['create_to_all_bound_s']:.2f} s | "
+                f"{g['time_to_all_bound_s']:.2f} s | "
                 f"{g['bind_pods_per_s']:.0f} | {g['domains_used'][layer3]} "
                 f"({g['optimum'][layer3]}, {g['lower_bound'][layer3]}) | "
                 f"{g['domains_used'][layer2]} ({g['optimum'][layer2]}) | "

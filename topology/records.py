@@ -98,6 +98,8 @@ class PodRecord:
     nominated_node: str = ""
     """status.nominatedNodeName: where a preemption made room for this pod."""
     preemption_policy: str = "PreemptLowerPriority"
+    scheduling_group: str = ""
+    """spec.schedulingGroup.podGroupName: the native (scheduling.k8s.io) PodGroup."""
     preferred_node_affinity: bool = False
     """It carries preferred node affinity terms (kube-scheduler scores them; Phalanx does
     not, and explain says so)."""
@@ -236,6 +238,16 @@ def _tolerations(obj: str, spec: dict[str, Any]) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
+def _scheduling_group(obj: str, spec: dict[str, Any]) -> str:
+    group = spec.get("schedulingGroup")
+    if group is None:
+        return ""
+    name = group.get("podGroupName") if isinstance(group, dict) else None
+    if not isinstance(name, str) or not name:
+        raise RecordError(obj, "spec.schedulingGroup.podGroupName", "a PodGroup name", group)
+    return name
+
+
 def _gates(obj: str, spec: dict[str, Any]) -> tuple[str, ...]:
     out = []
     for index, gate in enumerate(spec.get("schedulingGates") or ()):
@@ -289,4 +301,5 @@ def pod_from_json(raw: dict[str, Any]) -> PodRecord:
         nominated_node=str(status.get("nominatedNodeName") or ""),
         preemption_policy=policy,
         preferred_node_affinity=preferred,
+        scheduling_group=_scheduling_group(obj, spec),
     )

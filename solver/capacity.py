@@ -69,3 +69,23 @@ class RisingSpread:
     eligible: npt.NDArray[np.bool_]
     max_skew: int
     minimum: int
+
+
+@dataclass(frozen=True)
+class SliceRule:
+    """Uniform slices: the gang's pods come in slices of `size` consecutive ranks, each
+    inside one domain of `level` (at most one per domain when `exclusive`). For one pod
+    shape that is exactly: every domain of `level` holds a multiple of `size` pods, which
+    the models add as `pods(d) == size * k(d)` with the domain's capacity clipped to a
+    multiple of `size` (`slice_caps`)."""
+
+    level: int
+    size: int
+    exclusive: bool = False
+
+
+def slice_caps(tree: DomainTree, sums: list[IntArray], rule: SliceRule) -> IntArray:
+    """Per domain of the slice level, the most pods it can hold in whole slices."""
+    room = sums[rule.level]
+    hi = (room // rule.size) * rule.size
+    return np.minimum(hi, rule.size) if rule.exclusive else hi

@@ -19,7 +19,7 @@ from solver.reasons import ExclusionCode, FitCode, by_count
 from solver.request import GangRequest
 from solver.result import Diagnosis, Placement
 from topology.presets import short_level
-from topology.snapshot import IntArray, TopologySnapshot, render_path
+from topology.snapshot import DomainTree, IntArray, TopologySnapshot, render_path
 
 RUNNERS_UP = 3
 
@@ -52,6 +52,16 @@ class LevelChoice:
 class PlacementExplanation:
     levels: tuple[LevelChoice, ...]
     warnings: tuple[str, ...]
+    slices: tuple[SliceDomain, ...] = ()
+    """Per slice, the domain of its level it sits in."""
+
+
+@dataclass(frozen=True)
+class SliceDomain:
+    name: str
+    level: str
+    domain: str
+    pods: int
 
 
 def _gang_fits(snapshot: TopologySnapshot, request: GangRequest,
@@ -87,7 +97,27 @@ def explain_placement(request: GangRequest, snapshot: TopologySnapshot,
         bound = placement.metrics.lower_bound.get(key)
         levels.append(LevelChoice(key, len(chosen), bound, chosen, runners_up,
                                   _why(key, level, total, chosen, runners_up, bound)))
-    return PlacementExplanation(tuple(levels), _warnings(snapshot, placement))
+    return PlacementExplanation(tuple(levels), _warnings(snapshot, placement),
+                                _slices(tree, request, placement))
+
+
+def _slices(tree: DomainTree, request: GangRequest,
+            placement: Placement) -> tuple[SliceDomain, ...]:
+    if not request.subgroups:
+        return ()
+    key = request.subgroups[0].level
+    level = tree.levels.index(key) if key in tree.levels else None
+    node_of = {a.pod: a.node for a in placement.assignments}
+    out = []
+    for group in request.subgroups:
+        nodes = [node_of[p] for p in group.members if p in node_of]
+        if not nodes:
+            continue
+        first = tree.index[nodes[0]]
+        domain = (render_path(tree.paths[level][int(tree.domain_of[level][first])])
+                  if level is not None else nodes[0])
+        out.append(SliceDomain(group.name, key, domain, len(nodes)))
+    return tuple(out)
 
 
 def _runners_up(parents: IntArray, chosen: IntArray, fits: IntArray, level: int) -> list[int]:
@@ -188,6 +218,8 @@ _REFUSAL_REMEDIES = {
     ExclusionCode.IN_TREE_VOLUME: "use a CSI volume, or schedule the pod with kube-scheduler",
     ExclusionCode.UNSUPPORTED_GANG_RULE: "express the rule on kubernetes.io/hostname or a "
                                          "topology level, or place these pods one by one",
+    ExclusionCode.SLICE_HOME_FULL: "free room in the slice's domain, or delete the slice's "
+                                   "running members so the whole slice is placed again",
 }
 
 

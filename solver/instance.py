@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solver.capacity import LevelCaps, RisingSpread, alone, level_sums
+from solver.capacity import LevelCaps, RisingSpread, SliceRule, alone, level_sums
 from solver.filters import ShapeFit
 from topology.presets import HOSTNAME
 from topology.snapshot import IntArray, TopologySnapshot
@@ -39,6 +39,8 @@ class Instance:
 
     rising: tuple[RisingSpread, ...] = ()
     """Spread constraints whose minimum may rise (detailed model only)."""
+    slices: SliceRule | None = None
+    """Uniform slices (single-shape gangs; the folded model honours them)."""
 
     def caps_of(self, shape: int) -> LevelCaps:
         return self.caps[shape] if self.caps else {}
@@ -59,17 +61,18 @@ class Instance:
 def build_instance(
     snapshot: TopologySnapshot, demand: tuple[int, ...], fits: tuple[ShapeFit, ...],
     required: int | None, caps: tuple[LevelCaps, ...] = (),
-    rising: tuple[RisingSpread, ...] = (),
+    rising: tuple[RisingSpread, ...] = (), slices: SliceRule | None = None,
 ) -> Instance:
-    """`fits` already carry the node caps; `caps` are the per-shape level caps."""
+    """`fits` already carry the node caps; `caps` are the per-shape level caps (with the
+    slice level's whole-slice cap when `slices`)."""
     capacity = np.stack([fit.capacity for fit in fits], axis=1)
-    return instance_of(snapshot, demand, capacity, required, caps, rising)
+    return instance_of(snapshot, demand, capacity, required, caps, rising, slices)
 
 
 def instance_of(
     snapshot: TopologySnapshot, demand: tuple[int, ...], capacity: IntArray,
     required: int | None, caps: tuple[LevelCaps, ...] = (),
-    rising: tuple[RisingSpread, ...] = (),
+    rising: tuple[RisingSpread, ...] = (), slices: SliceRule | None = None,
 ) -> Instance:
     """The instance for per-node capacities `capacity[node, shape]` (a copy is kept)."""
     capacity = np.array(capacity, dtype=np.int64)
@@ -91,7 +94,7 @@ def instance_of(
                  for level in range(tree.depth))
     capacity.flags.writeable = False
     return Instance(snapshot, demand, capacity, tuple(np.minimum(f, clip) for f in free), free,
-                    required, tuple(shape_caps) if caps else (), rising)
+                    required, tuple(shape_caps) if caps else (), rising, slices)
 
 
 def cover_count(capacities: IntArray, need: int) -> int | None:

@@ -17,15 +17,15 @@ must (minMember), the caller falls back to the whole-gang solver, whose Diagnosi
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from solver.assign import chosen_domains, measure
 from solver.filters import fit_shape
-from solver.gangrules import NODE, gang_rules
+from solver.gangrules import NODE, gang_rules, level_of_key
 from solver.instance import NODE_LEVEL
-from solver.reasons import FitCode
+from solver.reasons import Exclusion, ExclusionCode, FitCode
 from solver.request import GangRequest
 from solver.result import (
     Assignment,
@@ -36,7 +36,7 @@ from solver.result import (
     Unschedulable,
     describe_requests,
 )
-from topology.snapshot import IntArray, TopologySnapshot, render_path
+from topology.snapshot import DomainTree, IntArray, TopologySnapshot, render_path
 
 
 def _shape_room(free_row: IntArray, requests: list[tuple[int, int]]) -> int:
@@ -46,12 +46,15 @@ def _shape_room(free_row: IntArray, requests: list[tuple[int, int]]) -> int:
 
 
 def place_near(request: GangRequest, snapshot: TopologySnapshot, peers: Mapping[int, str],
-               avoid: Mapping[str, frozenset[str]] | None = None) -> Placement | None:
+               avoid: Mapping[str, frozenset[str]] | None = None,
+               allowed: Mapping[str, np.ndarray] | None = None) -> Placement | None:
     """`peers`: rank -> node of the gang's bound members (members without a rank label
     take ranks past the gang's end: they count for closeness, not as rank neighbours);
-    `avoid`: pod -> nodes where its bind just failed. A required topology level keeps the
+    `avoid`: pod -> nodes where its bind just failed; `allowed`: pod -> the nodes it may
+    use (its slice's domain, `slice_homes`). A required topology level keeps the
     members inside the peers' domain of that level. None when fewer than minMember
     members can be placed this way."""
+    allowed = allowed or {}
     started = time.perf_counter()
     tree = snapshot.tree
     avoid = avoid or {}
@@ -111,6 +114,8 @@ def place_near(request: GangRequest, snapshot: TopologySnapshot, peers: Mapping[
         candidates = np.flatnonzero(capacity[member.shape] > 0)
         blocked = [tree.index[n] for n in avoid.get(member.pod, ()) if n in tree.index]
         candidates = candidates[~np.isin(candidates, blocked)]
+        if member.pod in allowed:
+            candidates = candidates[allowed[member.pod][candidates]]
         if not len(candidates):
             unplaced.append(member.pod)
             continue
@@ -207,3 +212,80 @@ def home_shortfall(request: GangRequest, snapshot: TopologySnapshot,
     return Unschedulable(request.name, diagnosis,
                          SolverInfo("nearby", "INFEASIBLE", time.perf_counter() - started,
                                     note="the running members' required domain is full"))
+
+
+def slice_homes(request: GangRequest, snapshot: TopologySnapshot,
+                peer_groups: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray] | str:
+    """Where each pending member of a sliced gang may go: its slice's domain, the one its
+    bound peers are in; a slice with no bound member gets the domain (that can hold it
+    whole, and, when exclusive, holds no other slice) nearest the gang's bound members,
+    the tightest among equals. A str says which slice has nowhere to go."""
+    tree = snapshot.tree
+    key = request.subgroups[0].level
+    level = level_of_key(tree, key)
+    if level is None:
+        return f"sub-groups on {key}: not a topology level of this cluster"
+    def domain_of(node: int) -> int:
+        return node if level == NODE else int(tree.domain_of[level][node])
+
+    def mask_of(domain: int) -> np.ndarray:
+        if level == NODE:
+            mask = np.zeros(len(tree.nodes), dtype=bool)
+            mask[domain] = True
+            return mask
+        return np.asarray(tree.domain_of[level] == domain)
+
+    taken: dict[str, int] = {}
+    for name, nodes in peer_groups.items():
+        ids = [tree.index[n] for n in nodes if n in tree.index]
+        if ids:
+            taken[name] = int(np.bincount([domain_of(i) for i in ids]).argmax())
+    all_peers = [tree.index[n] for nodes in peer_groups.values() for n in nodes
+                 if n in tree.index]
+    shape_of = {m.pod: m.shape for m in request.members}
+    fits = [fit_shape(snapshot, shape) for shape in request.shapes]
+    homes: dict[str, np.ndarray] = {}
+    used = set(taken.values())
+    for group in request.subgroups:
+        home = taken.get(group.name)
+        if home is None:
+            shapes = sorted({shape_of[p] for p in group.members})
+            room = np.minimum.reduce([fits[s].capacity for s in shapes])
+            per_domain = room if level == NODE else tree.per_domain(level, room)
+            candidates = [d for d in np.flatnonzero(per_domain >= len(group.members)).tolist()
+                          if not (group.exclusive and d in used)]
+            if not candidates:
+                return (f"slice {group.name} ({len(group.members)} pods) has no {key} domain "
+                        f"that holds it whole{' and no other slice' if group.exclusive else ''}")
+            home = min(candidates, key=lambda d: _closeness(tree, mask_of(d), all_peers,
+                                                            int(per_domain[d]), d))
+            used.add(home)
+        mask = mask_of(home)
+        for pod in group.members:
+            homes[pod] = mask
+    return homes
+
+
+def _closeness(tree: DomainTree, mask: np.ndarray, peers: Sequence[int], room: int,
+               domain: int) -> tuple[int, int, int]:
+    """Nearest first (least summed distance from one of its nodes to the bound members),
+    then the tightest, then tree order."""
+    first = int(np.flatnonzero(mask)[0])
+    return (sum(tree.distance(first, peer) for peer in peers), room, domain)
+
+
+def slice_shortfall(request: GangRequest, snapshot: TopologySnapshot,
+                    why: str) -> Unschedulable:
+    """Missing members of slices cannot be placed inside their slices' domains (the
+    rest of the cluster is no option: a slice stays whole)."""
+    tree = snapshot.tree
+    fit = fit_shape(snapshot, request.shapes[0])
+    demand = len(request.members)
+    diagnosis = Diagnosis(
+        code=FitCode.UNSCHEDULABLE, demand=demand,
+        shape=describe_requests(dict(request.shapes[0].requests)),
+        total_nodes=len(tree.nodes), cluster_fits=int(fit.capacity.sum()), levels=(),
+        excluded=dict(fit.excluded), unlabelled_nodes=len(tree.unlabelled),
+        refusals=(Exclusion(ExclusionCode.SLICE_HOME_FULL, why),))
+    return Unschedulable(request.name, diagnosis,
+                         SolverInfo("nearby", "INFEASIBLE", 0.0, note=why))

@@ -54,6 +54,8 @@ class ExclusionCode(Enum):
                       "does not check: schedule it with kube-scheduler")
     UNSUPPORTED_GANG_RULE = "{detail}"
     """A combination of rules among a gang's own pods that Phalanx refuses, named."""
+    SLICE_HOME_FULL = "{detail}"
+    """Missing members of a slice cannot join it in its domain (room may free up)."""
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ class GangRequest:
     subgroups: tuple[SubGroup, ...] = ()
     """Slices; when there are any, every member belongs to exactly one, they share one
     level and one exclusivity, and the gang is placed whole."""
+    slice_balance: bool = False
+    """Every used domain of the slice level holds as many slices (+-1), where that costs
+    no domain at any level (`solver.slices.balance`)."""
 
     def validate(self, levels: tuple[str, ...]) -> None:
         if not self.members:

@@ -214,7 +214,7 @@ def _phase_b(snapshot: TopologySnapshot, request: GangRequest, level: int,
         members = tuple(by_name[p] for g in inside[domain] for p in g.members)
         sub = replace(request, name=f"{request.name}[{render_domain(tree, level, domain)}]",
                       members=members, min_member=len(members), subgroups=())
-        mask = _mask(tree, level, domain)
+        mask = domain_mask(tree, level, domain)
         result = place_inside(sub, mask, None if level == NODE else level, per_domain)
         if isinstance(result, Unschedulable):
             info = SolverInfo("cpsat", "INFEASIBLE", time.perf_counter() - started,
@@ -241,7 +241,7 @@ def render_domain(tree: DomainTree, level: int, domain: int) -> str:
     return render_path(tree.paths[level][domain])
 
 
-def _mask(tree: DomainTree, level: int, domain: int) -> np.ndarray:
+def domain_mask(tree: DomainTree, level: int, domain: int) -> np.ndarray:
     mask = np.zeros(len(tree.nodes), dtype=bool)
     if level == NODE:
         mask[domain] = True
@@ -249,3 +249,59 @@ def _mask(tree: DomainTree, level: int, domain: int) -> np.ndarray:
         span = tree.members(level, domain)
         mask[span.start:span.stop] = True
     return mask
+
+
+def slices_whole(tree: DomainTree, request: GangRequest, level: int,
+                 placement: Placement) -> bool:
+    """Every sub-group inside one domain of `level`, and, when exclusive, no two in one."""
+    node_of = {a.pod: tree.index[a.node] for a in placement.assignments}
+    seen: set[int] = set()
+    for group in request.subgroups:
+        nodes = [node_of[p] for p in group.members if p in node_of]
+        if len(nodes) != len(group.members):
+            return False
+        domains = {n if level == NODE else int(tree.domain_of[level][n]) for n in nodes}
+        if len(domains) != 1:
+            return False
+        if request.subgroups[0].exclusive:
+            if domains & seen:
+                return False
+            seen |= domains
+    return True
+
+
+def balance_targets(tree: DomainTree, request: GangRequest, level: int, placement: Placement,
+                    node_capacity: Sequence[IntArray], caps: Sequence[LevelCaps]
+                    ) -> list[tuple[int, list[SubGroup]]] | str | None:
+    """For `slice-balance: even`: the placement's slice domains, each with floor or ceil
+    of (slices / domains) slices (the roomiest take the ceilings), the slices in rank
+    order over the domains in tree order. None when the placement is already even; a
+    note (str) when these domains cannot hold an even share or the slices differ in
+    size."""
+    sizes = {len(g.members) for g in request.subgroups}
+    if len(sizes) != 1:
+        return "slice-balance even: slices of different sizes are not balanced"
+    size = sizes.pop()
+    node_of = {a.pod: tree.index[a.node] for a in placement.assignments}
+    rank_of = {m.pod: m.rank for m in request.members}
+
+    def domain(node: int) -> int:
+        return node if level == NODE else int(tree.domain_of[level][node])
+
+    groups = sorted(request.subgroups, key=lambda g: min(rank_of[p] for p in g.members))
+    counts = Counter(domain(node_of[g.members[0]]) for g in groups)
+    if max(counts.values()) - min(counts.values()) <= 1:
+        return None
+    shapes = sorted({m.shape for m in request.members})
+    room = _room(tree, level, shapes, node_capacity, caps)
+    domains = sorted(counts)
+    low, extra = divmod(len(groups), len(domains))
+    roomiest = sorted(domains, key=lambda d: (-int(room[d]), d))[:extra]
+    targets = {d: low + (1 if d in roomiest else 0) for d in domains}
+    if any(targets[d] * size > int(room[d]) for d in domains):
+        return (f"slice-balance even: the {len(domains)} slice domains cannot hold "
+                f"{low}-{low + (1 if extra else 0)} slices each; the tighter placement is kept")
+    plan, queue = [], list(groups)
+    for d in domains:
+        plan.append((d, [queue.pop(0) for _ in range(targets[d])]))
+    return plan

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from solver.assign import assign, chosen_domains, measure
-from solver.capacity import LevelCaps, alone, level_sums, merge_caps
+from solver.capacity import LevelCaps, SliceRule, alone, level_sums, merge_caps, slice_caps
 from solver.cpsat import solve_cpsat
 from solver.filters import ShapeFit, fit_shape, matches_node_rules
 from solver.gangrules import NODE, GangRules, gang_rules
@@ -42,7 +42,14 @@ from solver.result import (
     Unschedulable,
     describe_requests,
 )
-from solver.slices import place_slices, slice_level
+from solver.slices import (
+    PlaceInside,
+    balance_targets,
+    domain_mask,
+    place_slices,
+    slice_level,
+    slices_whole,
+)
 from topology.presets import HOSTNAME
 from topology.snapshot import TopologySnapshot, render_path
 
@@ -57,6 +64,8 @@ class _Scope:
     required: int | None
     rules: GangRules
     rising: bool = False
+    slices: SliceRule | None = None
+    """Uniform slices, for a single-shape scope (`_uniform`)."""
 
 
 def solve(request: GangRequest, snapshot: TopologySnapshot,
@@ -132,7 +141,7 @@ def _place(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
                    for s in range(len(request.shapes)))
     rising = tuple(r for r in scope.rules.rising if r.level != NODE) if scope.rising else ()
     instance = build_instance(snapshot, demand, scope.fits, scope.required, scope.caps,
-                              rising)
+                              rising, scope.slices)
     bounds = lower_bounds(instance)
     # With a rising minimum the greedy plan may break the spread: no hint, no fallback.
     hint = greedy_plan(instance) if not rising else None
@@ -266,25 +275,121 @@ def _sliced(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
                       sub.ordered_members(), replace(config, time_limit_s=seconds),
                       time.perf_counter())
 
-    outcome = place_slices(snapshot, request, level, [fit.capacity for fit in scope.fits],
-                           scope.caps, required, config, started, inside)
-    if outcome.failure is not None or outcome.inside is not None:
-        return _unschedulable(snapshot, request, scope, members, config,
-                              time.perf_counter() - started, outcome.info,
-                              slices=outcome.failure)
-    assignments = tuple(sorted((a for piece in outcome.pieces for a in piece.assignments),
+    result: Placement | None = None
+    uniform = _uniform(snapshot, request, scope, members, level)
+    if uniform is not None:
+        merged_request, merged_scope = uniform
+        found = _place(snapshot, merged_request, merged_scope, members_of(merged_request),
+                       config, started)
+        if isinstance(found, Placement) and slices_whole(tree, request, level, found):
+            result = replace(found, solver=replace(found.solver, note=(
+                f"{len(request.subgroups)} slice(s) of {len(request.subgroups[0].members)} "
+                f"at {key}{' (exclusive)' if exclusive else ''}, as whole-slice multiples")))
+        # Otherwise the two phases below say what does not fit, slice by slice.
+    if result is None:
+        outcome = place_slices(snapshot, request, level, [fit.capacity for fit in scope.fits],
+                               scope.caps, required, config, started, inside)
+        if outcome.failure is not None or outcome.inside is not None:
+            return _unschedulable(snapshot, request, scope, members, config,
+                                  time.perf_counter() - started, outcome.info,
+                                  slices=outcome.failure)
+        result = _merged(snapshot, request, scope, outcome.pieces, outcome.info, started)
+    if request.slice_balance:
+        result = _balanced(snapshot, request, scope, level, result, inside, started)
+    return result
+
+
+def _merged(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+            pieces: Sequence[Placement], info: SolverInfo, started: float) -> Placement:
+    """One placement of the whole gang from per-domain pieces."""
+    tree = snapshot.tree
+    assignments = tuple(sorted((a for piece in pieces for a in piece.assignments),
                                key=lambda a: (a.rank, a.pod)))
-    demand = tuple(sum(1 for m in members if m.shape == s) for s in range(len(request.shapes)))
-    bounds = lower_bounds(build_instance(snapshot, demand, scope.fits, required, scope.caps))
+    demand = tuple(sum(1 for m in request.members if m.shape == s)
+                   for s in range(len(request.shapes)))
+    bounds = lower_bounds(build_instance(snapshot, demand, scope.fits, scope.required,
+                                         scope.caps))
     nodes = sorted(tree.index[a.node] for a in assignments)
-    preferred_met = None
     metrics = measure(tree, assignments, bounds)
+    preferred_met = None
     if request.preferred_level is not None:
         preferred_met = metrics.domains_used[request.preferred_level] == 1
     return Placement(gang=request.name, assignments=assignments, metrics=metrics,
-                     solver=replace(outcome.info, solve_s=time.perf_counter() - started),
+                     solver=replace(info, solve_s=time.perf_counter() - started),
                      chosen=chosen_domains(tree, nodes), preferred_level=request.preferred_level,
                      preferred_met=preferred_met, notes=scope.rules.notes)
+
+
+def _balanced(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope, level: int,
+              placement: Placement, inside: PlaceInside, started: float) -> Placement:
+    """`slice-balance: even`: the same slice domains (so no domain more at any level),
+    each holding floor or ceil of slices / domains; when those domains cannot, the
+    tighter placement stays and a note says so. Below the slice level it may use more
+    domains: that is the trade."""
+    tree = snapshot.tree
+    plan = balance_targets(tree, request, level, placement,
+                           [fit.capacity for fit in scope.fits], scope.caps)
+    if isinstance(plan, str):
+        return replace(placement, notes=(*placement.notes, plan))
+    if plan is None:
+        return placement  # already even
+    by_name = {m.pod: m for m in request.members}
+    pieces = []
+    seconds = max(0.05, 0.5 / max(1, len(plan)))
+    for domain, groups in plan:
+        members = tuple(by_name[p] for g in groups for p in g.members)
+        sub = replace(request, members=members, min_member=len(members), subgroups=(),
+                      slice_balance=False)
+        piece = inside(sub, domain_mask(tree, level, domain), level, seconds)
+        if isinstance(piece, Unschedulable):
+            return replace(placement, notes=(*placement.notes, (
+                "slice-balance even: a balanced share did not fit its domain; the tighter "
+                "placement is kept")))
+        pieces.append(piece)
+    counts = sorted(len(groups) for _, groups in plan)
+    info = replace(placement.solver, note=(f"{placement.solver.note}; " if placement.solver.note
+                                           else "") + f"slices balanced {counts[0]}-{counts[-1]}"
+                                                      f" per domain over {len(plan)} domains")
+    return _merged(snapshot, request, scope, pieces, info, started)
+
+
+def members_of(request: GangRequest) -> tuple[Member, ...]:
+    return request.ordered_members()
+
+
+def _uniform(snapshot: TopologySnapshot, request: GangRequest, scope: _Scope,
+             members: tuple[Member, ...], level: int) -> tuple[GangRequest, _Scope] | None:
+    """Slices that the single-shape model places exactly: one level that is not the node,
+    every slice the same size and a block of consecutive ranks, every shape the same room
+    on every node (the JobSet leader's and its followers' shapes differ only in labels
+    and in rules the slices already keep). Then the gang is one shape whose slice-level
+    domains hold whole-slice multiples (`capacity.SliceRule`)."""
+    if level == NODE or scope.rising or scope.rules.rising:
+        return None
+    size = len(request.subgroups[0].members)
+    if any(len(g.members) != size for g in request.subgroups):
+        return None
+    blocks = {frozenset(m.pod for m in members[i:i + size])
+              for i in range(0, len(members), size)}
+    if blocks != {frozenset(g.members) for g in request.subgroups}:
+        return None
+    present = sorted({m.shape for m in members})
+    first = present[0]
+    for shape in present[1:]:
+        if not np.array_equal(scope.fits[shape].capacity, scope.fits[first].capacity):
+            return None
+        mine, theirs = scope.caps[shape], scope.caps[first]
+        if mine.keys() != theirs.keys() or not all(np.array_equal(mine[k], theirs[k])
+                                                   for k in mine):
+            return None
+    rule = SliceRule(level, size, request.subgroups[0].exclusive)
+    fit = scope.fits[first]
+    caps = merge_caps([*scope.caps[first].items(), (level, slice_caps(
+        snapshot.tree, level_sums(snapshot.tree, fit.capacity, scope.caps[first]), rule))])
+    merged = replace(request, shapes=(request.shapes[first],),
+                     members=tuple(replace(m, shape=0) for m in request.members),
+                     min_member=len(request.members), subgroups=())
+    return merged, replace(scope, fits=(fit,), caps=(caps,), slices=rule)
 
 
 def _order(placement: Placement) -> tuple[int, ...]:

@@ -230,6 +230,7 @@ class _Deepening:
                     model.add(pods[domain] >= flag)
         model.add(sum(pods.values()) == self.need)
         self.add_caps_above(model, pods, self.bottom - 1 if rack_stage else upto)
+        self.add_slices(model, pods, racks, self.bottom - 1 if rack_stage else upto)
         add_tree_links(model, self.tree.parent_of, used, top_level)
         for level in range(top_level + 1):
             model.add(sum(int(self.caps[level][d]) * var
@@ -256,6 +257,33 @@ class _Deepening:
                       ].append(var)
             for domain, terms in under.items():
                 model.add(sum(terms) <= int(hi[domain]))
+
+    def add_slices(self, model: cp_model.CpModel, pods: dict[int, cp_model.IntVar],
+                   racks: dict[int, cp_model.IntVar], pods_level: int) -> None:
+        """Uniform slices: under every domain of the slice level, a multiple of the slice
+        size. Where the model counts pods at or below that level, their sum per slice
+        domain is `size * k`; where the slice level is the folded racks, each parent's
+        pods are a multiple and it uses no more racks than it has slices (its racks'
+        capacities are whole-slice multiples, so the extraction can give each rack
+        whole slices). Above the slice level the whole-slice capacities suffice."""
+        rule = self.instance.slices
+        if rule is None:
+            return
+        size = rule.size
+        if pods_level >= rule.level:
+            groups: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+            for domain, var in pods.items():
+                at = (domain if pods_level == rule.level else
+                      int(ancestors(self.tree, pods_level, np.asarray([domain]), rule.level)[0]))
+                groups[at].append(var)
+            for at, terms in groups.items():
+                count = model.new_int_var(0, int(self.caps[rule.level][at]) // size, f"k{at}")
+                model.add(sum(terms) == size * count)
+        elif rule.level == self.bottom and racks:
+            for group, var in pods.items():
+                count = model.new_int_var(0, self.need // size, f"k{group}")
+                model.add(var == size * count)
+                model.add(size * racks[group] <= var)
 
     def children_of_single_parent(self, frontier: Frontier,
                                   level: int) -> tuple[int, str, Loads, Frontier] | None:
@@ -606,8 +634,28 @@ def _extract(run: _Deepening, frontier: Frontier, built: _Model,
         if chosen is None:  # not reachable from a model solution; keep the prefix rule
             chosen = sorted(range(len(members)), key=lambda i: -members[i][1])[:count]
         racks = [members[index][0] for index in chosen]
-        placed.update(_fill_nodes(tree, bottom, node_caps, racks, want, quota))
+        rule = run.instance.slices
+        if rule is not None and rule.level == bottom:
+            for rack, amount in _whole_slices(racks, quota, want, rule.size):
+                placed.update(_fill_nodes(tree, bottom, node_caps, [rack], amount, quota))
+        else:
+            placed.update(_fill_nodes(tree, bottom, node_caps, racks, want, quota))
     return NodePlan((placed,))
+
+
+def _whole_slices(racks: list[int], quota: IntArray, want: int, size: int
+                  ) -> list[tuple[int, int]]:
+    """Splits `want` pods over the chosen racks in whole slices: one slice each (every
+    chosen rack is used), then the rest largest room first, up to each rack's quota (a
+    whole-slice multiple)."""
+    loads = dict.fromkeys(racks, size)
+    left = want - size * len(racks)
+    for rack in sorted(racks, key=lambda r: (-int(quota[r]), r)):
+        extra = min(left, int(quota[rack]) - size)
+        extra -= extra % size
+        loads[rack] += extra
+        left -= extra
+    return sorted(loads.items())
 
 
 ENUMERATE_LIMIT = 2000

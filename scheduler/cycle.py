@@ -44,14 +44,14 @@ from scheduler.discovery import discover
 from scheduler.gang import Gang, GangKey, GangSpec
 from scheduler.metrics import SchedulerMetrics
 from scheduler.report import EventReason, Reporter, not_placed, placed, timed_out
-from scheduler.request import no_volume_rules, planned_members, request_for
+from scheduler.request import no_volume_rules, peer_groups, planned_members, request_for
 from scheduler.singles import SinglePods
 from scheduler.sources import GangSource, ObjectLookup, sources
 from scheduler.state import Attempt, GangPhase, GangRecord, VolumeWait
 from scheduler.volumes import BIND_TIMEOUT_S, VolumeView, view_from
 from solver.errors import BadRequest
 from solver.explain import PlacementExplanation, explain_placement, remedies
-from solver.nearby import home_shortfall, place_near
+from solver.nearby import home_shortfall, place_near, slice_homes, slice_shortfall
 from solver.reasons import FitCode
 from solver.request import GangRequest, SolverConfig
 from solver.result import Placement, Unschedulable
@@ -210,13 +210,23 @@ class Scheduler:
         peers = {rank: node for rank, node in gang.peers if node in snapshot.tree.index}
         if not peers:  # the running members' nodes are gone: nothing to be near
             return solve(request, snapshot, self.solver_config)
-        near = place_near(request, snapshot, peers, record.failed_nodes)
+        allowed = None
+        if request.subgroups:  # a member replaced inside its slice's domain, or pending
+            homes = slice_homes(request, snapshot, peer_groups(gang))
+            if isinstance(homes, str):
+                return slice_shortfall(request, snapshot, homes)
+            allowed = homes
+        near = place_near(request, snapshot, peers, record.failed_nodes, allowed)
         if near is None and record.failed_nodes:
             # Avoiding nodes where binds failed must never be what keeps a gang pending.
             record.failed_nodes = {}
-            near = place_near(request, snapshot, peers)
+            near = place_near(request, snapshot, peers, allowed=allowed)
         if near is not None:
             return near
+        if allowed is not None:
+            return slice_shortfall(request, snapshot, (
+                f"missing members of {len(request.subgroups)} slice(s) do not fit inside "
+                f"their slices' {request.subgroups[0].level} domains"))
         if request.required_level is not None:
             return home_shortfall(request, snapshot, peers)
         # Not even one node fits some member: the whole-gang solver says why.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from scheduler.gang import Gang, GangKey
-from scheduler.sources.base import GangSource, GangSpecError, ObjectLookup
+from scheduler.sources.base import GangSource, GangSpecError, ObjectLookup, slicing_of
 from topology.records import PodRecord
 
 UNRANKED = 1 << 40
@@ -81,6 +81,10 @@ def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup
 def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
           assumed: Mapping[str, str], source: GangSource, objects: ObjectLookup) -> Gang:
     spec = source.describe(key, group, objects)
+    try:
+        slicing_of(spec)
+    except GangSpecError as exc:
+        spec = replace(spec, error=str(exc))
     placed = [p for p in group if p.node_name or p.key in assumed]
     pending = [p for p in waiting if not p.scheduling_gates]
     gated = tuple(sorted((p for p in waiting if p.scheduling_gates), key=lambda p: p.name))
@@ -93,7 +97,9 @@ def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
     return Gang(key=key, spec=spec, pending=tuple(p for _, p in ranked), gated=gated,
                 bound=len(placed), peers=_peers(placed, assumed, source, objects),
                 ranks=tuple(r for r, _ in ranked),
-                subgroup_of=tuple(source.subgroup(p) for _, p in ranked))
+                subgroup_of=tuple(source.subgroup(p) for _, p in ranked),
+                peer_groups=tuple(source.subgroup(p) for p in sorted(placed,
+                                                                      key=lambda p: p.name)))
 
 
 def _peers(placed: list[PodRecord], assumed: Mapping[str, str], source: GangSource,

@@ -33,11 +33,18 @@ class GangKey:
 class ConstraintKind(Enum):
     REQUIRED = "required"
     PREFERRED = "preferred"
+    SLICE_REQUIRED = "slice-required"
+    """Each slice (block of `slice-size` consecutive ranks) inside one domain of a level."""
+    SLICE_SIZE = "slice-size"
+    """Its `level` holds the size as read (a positive integer when valid)."""
+    SLICE_BALANCE = "slice-balance"
+    """`even`: every used slice domain the same number of slices (+-1)."""
 
 
 @dataclass(frozen=True)
 class Constraint:
-    """A topology level the gang asked for, and where that was read."""
+    """A topology constraint the gang asked for (a level, or a slice size or balance as
+    read), and where that was read."""
 
     kind: ConstraintKind
     level: str
@@ -117,6 +124,8 @@ class Gang:
     """Rank of each pending member (None: the source gives it none)."""
     subgroup_of: tuple[str | None, ...] = ()
     """Sub-group of each pending member (None: none)."""
+    peer_groups: tuple[str | None, ...] = ()
+    """Sub-group of each bound member, as `peers` lists them."""
 
     @property
     def needed(self) -> int:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
+from scheduler.discovery import UNRANKED
 from scheduler.gang import ConstraintKind, Gang, Planned
+from scheduler.sources.base import Slicing, slicing_of
 from solver.errors import BadRequest
 from solver.reasons import Exclusion, ExclusionCode
 from solver.request import GangRequest, Member, NodeRule, PodShape, SubGroup
@@ -94,16 +96,29 @@ def request_for(gang: Gang, label_keys: Collection[str] = (),
             index[key] = len(shapes)
             shapes.append(shape)
         members.append(Member(name, position if rank is None else rank, index[key]))
-    subgroups = _subgroups(gang, names, groups)
+    slicing = slicing_of(gang.spec)
+    if slicing is not None:  # blocks of consecutive ranks
+        groups = [f"slice-{member.rank // slicing.size}" for member in members]
+    subgroups = _subgroups(gang, names, groups, slicing)
     whole = bool(later) or bool(subgroups)
     return GangRequest(str(gang.key), tuple(shapes), tuple(members),
                        len(members) if whole else min(gang.needed, len(members)),
                        gang.spec.level(ConstraintKind.REQUIRED),
-                       gang.spec.level(ConstraintKind.PREFERRED), subgroups)
+                       gang.spec.level(ConstraintKind.PREFERRED), subgroups,
+                       slice_balance=slicing is not None and slicing.even)
 
 
-def _subgroups(gang: Gang, names: list[str], groups: list[str | None]) -> tuple[SubGroup, ...]:
-    """The slices among the members (a sub-group the spec does not constrain is none)."""
+def _subgroups(gang: Gang, names: list[str], groups: list[str | None],
+               slicing: Slicing | None) -> tuple[SubGroup, ...]:
+    """The slices among the members: the source's sub-groups, or rank blocks of the
+    annotations' slice size."""
+    if slicing is not None:
+        blocks: dict[str, list[str]] = {}
+        for name, group in zip(names, groups, strict=True):
+            blocks.setdefault(group or "", []).append(name)
+        return tuple(SubGroup(group, slicing.level, tuple(pods))
+                     for group, pods in sorted(blocks.items(),
+                                               key=lambda kv: int(kv[0].split("-")[1])))
     specs = gang.spec.subgroups
     if not specs:
         return ()
@@ -118,3 +133,15 @@ def _subgroups(gang: Gang, names: list[str], groups: list[str | None]) -> tuple[
                              f"{len(specs)} sub-groups", group or "none")
         out.append(SubGroup(group, spec.level, tuple(pods), spec.exclusive))
     return tuple(out)
+
+
+def peer_groups(gang: Gang) -> dict[str, list[str]]:
+    """Sub-group -> nodes of its bound members (rank blocks under annotation slices)."""
+    slicing = slicing_of(gang.spec)
+    out: dict[str, list[str]] = {}
+    for (rank, node), group in zip(gang.peers, gang.peer_groups, strict=True):
+        if slicing is not None:
+            group = f"slice-{rank // slicing.size}" if rank < UNRANKED else None
+        if group is not None:
+            out.setdefault(group, []).append(node)
+    return out

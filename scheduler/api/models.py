@@ -134,6 +134,13 @@ class LevelChoiceOut(BaseModel):
     runners_up: list[DomainRoomOut]
 
 
+class SliceOut(BaseModel):
+    name: str
+    level: str
+    domain: str
+    pods: int
+
+
 class Explanation(BaseModel):
     namespace: str
     name: str
@@ -152,6 +159,8 @@ class Explanation(BaseModel):
     excluded: list[Exclusion] = []
     remedies: list[str] = []
     levels: list[LevelChoiceOut] = []
+    slices: list[SliceOut] = Field(default_factory=list,
+                                   description="per slice, the domain of its level it sits in")
     warnings: list[str] = []
 
 

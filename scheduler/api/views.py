@@ -22,6 +22,7 @@ from scheduler.api.models import (
     LevelChoiceOut,
     LevelDemand,
     LevelDomains,
+    SliceOut,
     SolverStage,
     SolverSummary,
     Topology,
@@ -170,7 +171,10 @@ def explanation(state: GangRecord) -> Explanation:
     m = result.metrics
     levels: list[LevelChoiceOut] = []
     warnings: list[str] = []
+    slices: list[SliceOut] = []
     if state.explanation is not None:
+        slices = [SliceOut(name=sl.name, level=sl.level, domain=sl.domain, pods=sl.pods)
+                  for sl in state.explanation.slices]
         levels = [LevelChoiceOut(level=lc.level, used=lc.used, lower_bound=lc.lower_bound,
                                  why=lc.why, chosen=[_room(r) for r in lc.chosen],
                                  runners_up=[_room(r) for r in lc.runners_up])
@@ -180,7 +184,7 @@ def explanation(state: GangRecord) -> Explanation:
             f"{result.solver.status}); domains used {m.domains_used}, lower bound "
             f"{m.lower_bound}; ring hops {m.ring_hops}, max distance {m.max_distance}")
     return Explanation(**base, verdict="placed", summary=text, levels=levels,
-                       warnings=warnings)
+                       slices=slices, warnings=warnings)
 
 
 def topology(snapshot: TopologySnapshot, level: str | None, prefix: str,

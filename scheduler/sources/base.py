@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kube.resources import Resource
@@ -21,11 +22,20 @@ Raw = dict[str, Any]
 
 REQUIRED = "phalanx.dev/required-topology"
 PREFERRED = "phalanx.dev/preferred-topology"
+SLICE_REQUIRED = "phalanx.dev/slice-required-topology"
+SLICE_SIZE = "phalanx.dev/slice-size"
+SLICE_BALANCE = "phalanx.dev/slice-balance"
 KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"
 KUEUE_PREFERRED = "kueue.x-k8s.io/podset-preferred-topology"
+KUEUE_SLICE_REQUIRED = "kueue.x-k8s.io/podset-slice-required-topology"
+KUEUE_SLICE_SIZE = "kueue.x-k8s.io/podset-slice-size"
 CONSTRAINT_KEYS = {ConstraintKind.REQUIRED: (REQUIRED, KUEUE_REQUIRED),
-                   ConstraintKind.PREFERRED: (PREFERRED, KUEUE_PREFERRED)}
+                   ConstraintKind.PREFERRED: (PREFERRED, KUEUE_PREFERRED),
+                   ConstraintKind.SLICE_REQUIRED: (SLICE_REQUIRED, KUEUE_SLICE_REQUIRED),
+                   ConstraintKind.SLICE_SIZE: (SLICE_SIZE, KUEUE_SLICE_SIZE),
+                   ConstraintKind.SLICE_BALANCE: (SLICE_BALANCE,)}
 """Per constraint, the annotations that carry it: ours first, Kueue's as an alias."""
+BALANCES = ("even",)
 STS_INDEX = "apps.kubernetes.io/pod-index"
 JOB_INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -36,6 +46,49 @@ class GangSpecError(ValueError):
     def __init__(self, obj: str, field: str, expected: str, got: object) -> None:
         self.obj, self.field = obj, field
         super().__init__(f"{obj}: field {field}: expected {expected}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class Slicing:
+    """Slices read from annotations: blocks of `size` consecutive ranks, each inside one
+    domain of `level`; `even` asks every used domain to hold as many slices (+-1)."""
+
+    level: str
+    size: int
+    even: bool = False
+
+
+def slicing_of(spec: GangSpec) -> Slicing | None:
+    """The gang's annotation slices, or None; GangSpecError names what does not hold:
+    the size and the level come together, the size is a whole number that divides the
+    gang's, and a gang whose source defines its own sub-groups takes no other."""
+    found = {c.kind: c for c in spec.constraints
+             if c.kind in (ConstraintKind.SLICE_REQUIRED, ConstraintKind.SLICE_SIZE,
+                           ConstraintKind.SLICE_BALANCE)}
+    if not found:
+        return None
+    obj = f"{spec.ref.kind} {spec.ref.namespace}/{spec.ref.name}"
+    level, size = found.get(ConstraintKind.SLICE_REQUIRED), found.get(ConstraintKind.SLICE_SIZE)
+    if level is None or size is None:
+        have = (level or size or found[ConstraintKind.SLICE_BALANCE]).key
+        missing = SLICE_SIZE if size is None else SLICE_REQUIRED
+        raise GangSpecError(obj, f"metadata.annotations[{missing}]",
+                            f"set together with {have}", None)
+    if not size.level.isdigit() or int(size.level) < 1:
+        raise GangSpecError(obj, f"metadata.annotations[{size.key}]", "a whole number >= 1",
+                            size.level)
+    if spec.size % int(size.level):
+        raise GangSpecError(obj, f"metadata.annotations[{size.key}]",
+                            f"a divisor of the gang's size {spec.size}", size.level)
+    balance = found.get(ConstraintKind.SLICE_BALANCE)
+    if balance is not None and balance.level not in BALANCES:
+        raise GangSpecError(obj, f"metadata.annotations[{balance.key}]",
+                            " or ".join(BALANCES), balance.level)
+    if spec.subgroups:
+        raise GangSpecError(obj, f"metadata.annotations[{size.key}]",
+                            f"no annotation slices on a {spec.ref.kind} whose sub-groups "
+                            f"its own topology annotations define", size.level)
+    return Slicing(level.level, int(size.level), balance is not None)
 
 
 class ObjectLookup(Protocol):

@@ -161,6 +161,30 @@ def test_lws_groups_are_gangs_each_alone_in_its_rack(kube, phalanx, workload_con
     assert all(names[f"infer-{i}"]["source"] == "LeaderWorkerSet" for i in range(3))
 
 
+def test_lws_subgroup_exclusive_topology_puts_each_subgroup_alone_in_a_rack(
+        kube, phalanx, workload_controllers):
+    pool_nodes(kube, "pool-lsg", 8, seed=97, fanout=(1, 4, 2), ragged=0)  # 4 racks x 2
+    lws = {"apiVersion": LEADER_WORKER_SETS.api_version, "kind": "LeaderWorkerSet",
+           "metadata": {"name": "split", "namespace": NS, "annotations": {
+               "leaderworkerset.sigs.k8s.io/subgroup-exclusive-topology": L3}},
+           "spec": {"replicas": 1, "leaderWorkerTemplate": {
+               "size": 4, "subGroupPolicy": {"subGroupSize": 2},
+               "workerTemplate": {"spec": {**pod_spec("pool-lsg"), "restartPolicy": "Always"}}}}}
+    kube.create(LEADER_WORKER_SETS.path(NS), lws)
+    members = "leaderworkerset.sigs.k8s.io/name=split"
+    wait_until(lambda: len(bound(pods(kube, members))) == 4, 120, "the group bound")
+    rack_of = racks(kube, "pool-lsg")
+    per_subgroup: dict[str, set[str]] = defaultdict(set)
+    for pod in pods(kube, members):
+        per_subgroup[pod["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/subgroup-index"]].add(
+            rack_of[pod["spec"]["nodeName"]])
+    assert sorted(per_subgroup) == ["0", "1"]
+    assert all(len(r) == 1 for r in per_subgroup.values()), per_subgroup
+    assert per_subgroup["0"] != per_subgroup["1"]
+    slices = explain(phalanx, "split-0", "LeaderWorkerSet").get("slices", [])
+    assert sorted(s["name"] for s in slices) == ["split-0-subgroup-0", "split-0-subgroup-1"]
+
+
 # -- training-operator ---------------------------------------------------------------------
 def pytorchjob(name: str, pool: str, workers: int) -> dict:
     template = {"spec": {**pod_spec(pool), "restartPolicy": "OnFailure",

@@ -117,3 +117,29 @@ def test_bad_node_file_exits_1(tmp_path, capsys):
     assert "status.allocatable.cpu" in capsys.readouterr().err
     assert main(["place", "--nodes", str(tmp_path / "missing.json"), "--gang", str(gang)]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+LAYER3 = "topology.k8s.aws/network-node-layer-3"
+
+
+def test_slice_annotations_keep_each_block_of_ranks_in_one_rack(fleet, tmp_path, capsys):
+    code, body, _ = run(fleet, tmp_path, capsys, statefulset(48, annotations={
+        "phalanx.dev/slice-required-topology": LAYER3, "phalanx.dev/slice-size": "8"}))
+    assert code == 0 and body["status"] == "placed"
+    by_rank = sorted(body["assignments"], key=lambda a: a["rank"])
+    for k in range(6):
+        assert len({a["domain"].rsplit("/", 1)[0] for a in by_rank[k * 8:(k + 1) * 8]}) == 1
+    # Kueue's slice annotations are aliases; slices that cannot fit exit 2 with the reason.
+    code, body, _err = run(fleet, tmp_path, capsys, statefulset(64, annotations={
+        "kueue.x-k8s.io/podset-slice-required-topology": LAYER3,
+        "kueue.x-k8s.io/podset-slice-size": "64"}))
+    assert code == 2 and "1 slice(s) of 64 pods" in body["reason"], body["reason"]
+
+
+def test_bad_slice_annotations_name_the_field(fleet, tmp_path, capsys):
+    code, _, err = run(fleet, tmp_path, capsys, statefulset(16, annotations={
+        "phalanx.dev/slice-required-topology": LAYER3, "phalanx.dev/slice-size": "5"}))
+    assert code == 1 and "phalanx.dev/slice-size" in err and "divisor" in err
+    code, _, err = run(fleet, tmp_path, capsys, statefulset(16, annotations={
+        "phalanx.dev/slice-size": "4"}))
+    assert code == 1 and "phalanx.dev/slice-required-topology" in err

@@ -609,3 +609,37 @@ def test_exclusive_jobset_binds_leaders_holds_followers_room_then_places_them_th
     followers = {n for name, n in placed.items() if not name.endswith("-0-x")}
     assert followers == held_nodes
     assert world.cache.held(str(GangKey("JobSet", NS, "js"))) is None
+
+
+def test_a_failed_slice_member_is_replaced_inside_its_slices_rack_or_waits_saying_so() -> None:
+    world = World()
+    world.lookup.put(STATEFULSETS, "sl", {"replicas": 8})
+    world.lookup.objects["StatefulSet", NS, "sl"]["metadata"]["annotations"] = {
+        "phalanx.dev/slice-required-topology": "rack", "phalanx.dev/slice-size": "4"}
+    pods = world.pods("sl", 8)
+    world.cycle()
+    placed = world.bound("sl-")
+    rack = {name: node.rsplit("-", 1)[0] for name, node in placed.items()}
+    assert len(placed) == 8
+    for block in (range(4), range(4, 8)):
+        assert len({rack[f"sl-{i}"] for i in block}) == 1
+    # sl-5 fails: a new pod of that name comes back pending; it rejoins its slice's rack.
+    world.cache.pod_event("DELETED", {"metadata": {"name": "sl-5", "namespace": NS}})
+    world.pods("sl", 1, start=5)
+    world.cycle()
+    assert world.bound("sl-")["sl-5"].rsplit("-", 1)[0] == rack["sl-4"]
+    # sl-6 fails and another workload takes its node: its rack is full, and the new
+    # sl-6 waits, the reason named, rather than leave its slice.
+    home = rack["sl-4"]
+    world.cache.pod_event("DELETED", {"metadata": {"name": "sl-6", "namespace": NS}})
+    free = [n for n in world.cache.nodes if n.startswith(home) and n not in
+            world.bound("sl-").values()]
+    for i, node_name in enumerate(free):
+        world.cache.put_pod(PodRecord(NS, f"filler-{i}", node_name=node_name,
+                                      requests={GPU: 8}, phase="Running"))
+    world.pods("sl", 1, start=6)
+    world.cycle()
+    assert "sl-6" not in world.bound("sl-")
+    result = world.record("StatefulSet", "sl").result
+    assert "slice" in result.reason and "domain" in result.reason
+    del pods

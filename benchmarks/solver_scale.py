@@ -2,6 +2,11 @@
 
     .venv/bin/python -m benchmarks.solver_scale [--nodes 10000 100000] [--seeds 1 2 3]
         [--gangs 64 512 1024 4096] [--one-gpu 512] [--occupancy 0.5] [--time-limit 1.0]
+        [--sliced 1024 4096 16384] [--slices 8 16 32]
+
+Sliced cases: gangs of `--sliced` 8-GPU pods in slices of `--slices` consecutive ranks,
+each slice inside one layer-3 domain; greedy is then Kueue-style slice placement (largest
+first in slice units, best fit at each level).
 
 Prints one JSON object per (nodes, seed, gang, algorithm) run, then a table per cluster
 size: median and max solve_s, statuses, domains used against the lower bound per level,
@@ -20,7 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 from gcpause import gc_paused
-from solver.request import GangRequest, Member, PodShape, SolverConfig
+from solver.request import GangRequest, Member, PodShape, SolverConfig, SubGroup
 from solver.solve import solve
 from topology.presets import resolve_preset
 from topology.records import node_from_json, pod_from_json
@@ -30,11 +35,17 @@ from topology.synthetic import ClusterSpec, synth_load, synth_nodes
 GPU = "nvidia.com/gpu"
 
 
-def gang(size: int, gpus: int) -> GangRequest:
+LAYER3 = "topology.k8s.aws/network-node-layer-3"
+
+
+def gang(size: int, gpus: int, slice_size: int = 0) -> GangRequest:
     shape = PodShape({GPU: gpus, "vpc.amazonaws.com/efa": 4 * gpus, "cpu": 20_000 * gpus,
                       "memory": 200 * 2**30 * gpus // 8 * 1, "pods": 1})
     members = tuple(Member(f"train-{i}", i, 0) for i in range(size))
-    return GangRequest(f"bench/g{size}x{gpus}", (shape,), members, size)
+    slices = tuple(SubGroup(f"slice-{k}", LAYER3, tuple(
+        f"train-{i}" for i in range(k * slice_size, (k + 1) * slice_size)))
+        for k in range(size // slice_size)) if slice_size else ()
+    return GangRequest(f"bench/g{size}x{gpus}", (shape,), members, size, subgroups=slices)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -55,16 +66,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             tree_s = time.perf_counter() - started
             snapshot = snapshot_of(tree, used)
             snapshot_s = time.perf_counter() - started
-            cases = [(size, 8) for size in args.gangs] + [(size, 1) for size in args.one_gpu]
-            for size, gpus in cases:
+            cases = ([(size, 8, 0) for size in args.gangs]
+                     + [(size, 1, 0) for size in args.one_gpu]
+                     + [(size, 8, s) for size in args.sliced for s in args.slices])
+            for size, gpus, slice_size in cases:
                 for algorithm in ("cpsat", "greedy"):
                     config = SolverConfig(algorithm=algorithm, time_limit_s=args.time_limit,
                                           seed=0, workers=1)
                     t0 = time.perf_counter()
-                    result = solve(gang(size, gpus), snapshot, config)
+                    result = solve(gang(size, gpus, slice_size), snapshot, config)
                     elapsed = time.perf_counter() - t0
                     row: dict[str, Any] = {
                         "nodes": nodes, "seed": seed, "gang": size, "gpus_per_pod": gpus,
+                        "slice": slice_size,
                         "algorithm": algorithm, "snapshot_s": round(snapshot_s, 3),
                         "tree_s": round(tree_s, 3),
                         "solve_s": round(elapsed, 4), "result": result.status,
@@ -85,13 +99,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = []
-    by_case: dict[tuple[int, int, int, str], list[dict[str, Any]]] = defaultdict(list)
+    by_case: dict[tuple[int, int, int, int, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        by_case[row["nodes"], row["gang"], row["gpus_per_pod"], row["algorithm"]].append(row)
-    out.append("| nodes | gang | GPUs/pod | algorithm | runs | median solve_s | max solve_s | "
-               "status | domains used (zone/l1/l2/l3) median | lower bound | ring hops median |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (nodes, size, gpus, algorithm), group in sorted(by_case.items()):
+        by_case[row["nodes"], row["gang"], row["gpus_per_pod"], row.get("slice", 0),
+                row["algorithm"]].append(row)
+    out.append("| nodes | gang | GPUs/pod | slice | algorithm | runs | median solve_s | "
+               "max solve_s | status | domains used (zone/l1/l2/l3) median | lower bound | "
+               "ring hops median |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (nodes, size, gpus, slice_size, algorithm), group in sorted(by_case.items()):
         times = [r["solve_s"] for r in group]
         statuses = ",".join(sorted({r["status"] for r in group}))
         placed = [r for r in group if r["result"] == "placed"]
@@ -103,7 +119,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             lower = "/".join(str(statistics.median_low([r["lower_bound"][k] for r in placed]))
                              for k in keys)
             hops = str(statistics.median_low([r["ring_hops"] for r in placed]))
-        out.append(f"| {nodes:,} | {size} | {gpus} | {algorithm} | {len(group)} | "
+        out.append(f"| {nodes:,} | {size} | {gpus} | {slice_size or '-'} | {algorithm} | "
+                   f"{len(group)} | "
                    f"{statistics.median(times):.3f} | {max(times):.3f} | {statuses} | "
                    f"{used} | {lower} | {hops} |")
     snap = defaultdict(list)
@@ -115,9 +132,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(f"snapshot build at {nodes:,} nodes (domain tree + free capacity): max "
                    f"{total_s:.3f} s, of which tree {tree_s:.3f} s")
     worse = total = 0
-    pairs: dict[tuple[int, int, int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
+    pairs: dict[tuple[int, int, int, int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
-        pairs[row["nodes"], row["seed"], row["gang"], row["gpus_per_pod"]][row["algorithm"]] = row
+        pairs[row["nodes"], row["seed"], row["gang"], row["gpus_per_pod"],
+              row.get("slice", 0)][row["algorithm"]] = row
     for pair in pairs.values():
         cp, gr = pair.get("cpsat"), pair.get("greedy")
         if cp and gr and cp["result"] == gr["result"] == "placed":
@@ -136,10 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--gangs", type=int, nargs="+", default=[64, 512, 1024, 4096])
+    parser.add_argument("--gangs", type=int, nargs="*", default=[64, 512, 1024, 4096])
     parser.add_argument("--one-gpu", type=int, nargs="*", default=[512])
     parser.add_argument("--occupancy", type=float, default=0.5)
     parser.add_argument("--time-limit", type=float, default=1.0)
+    parser.add_argument("--sliced", type=int, nargs="*", default=[1024, 4096, 16384],
+                        help="sizes of the sliced gangs (8-GPU pods)")
+    parser.add_argument("--slices", type=int, nargs="*", default=[8, 16, 32],
+                        help="slice sizes (consecutive ranks inside one layer-3 domain)")
     args = parser.parse_args(argv)
     rows = run(args)
     print()

@@ -12,6 +12,7 @@ never mistaken for a neighbour (docs/design.md, "Topology").
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -112,6 +113,8 @@ class Occupants:
     added: tuple[Placed, ...] = ()
     with_anti_affinity: tuple[Placed, ...] = ()
     with_host_ports: tuple[Placed, ...] = ()
+    removed: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of base or added pods that are gone (a preemption's victims)."""
 
     @staticmethod
     def of(entries: Iterable[Placed]) -> Occupants:
@@ -123,14 +126,31 @@ class Occupants:
         rules = entry[1].inter_pod
         return Occupants(self.base, (*self.added, entry),
                          self.with_anti_affinity + ((entry,) if rules.anti_affinity else ()),
-                         self.with_host_ports + ((entry,) if rules.host_ports else ()))
+                         self.with_host_ports + ((entry,) if rules.host_ports else ()),
+                         self.removed - {(entry[1].namespace, entry[1].name)})
+
+    def minus(self, gone: frozenset[tuple[str, str]]) -> Occupants:
+        """Without the pods named (namespace, name): the few with rules are filtered at
+        once, the rest as they are iterated (no pass over every pod here)."""
+        def keep(entries: tuple[Placed, ...]) -> tuple[Placed, ...]:
+            return tuple(e for e in entries if (e[1].namespace, e[1].name) not in gone)
+        return Occupants(self.base, self.added, keep(self.with_anti_affinity),
+                         keep(self.with_host_ports), self.removed | gone)
 
     def __iter__(self) -> Iterator[Placed]:
-        yield from self.base
-        yield from self.added
+        if not self.removed:
+            yield from self.base
+            yield from self.added
+            return
+        removed = self.removed
+        for entry in itertools.chain(self.base, self.added):
+            if (entry[1].namespace, entry[1].name) not in removed:
+                yield entry
 
     def __len__(self) -> int:
-        return len(self.base) + len(self.added)
+        return len(self.base) + len(self.added) - (
+            sum(1 for e in itertools.chain(self.base, self.added)
+                if (e[1].namespace, e[1].name) in self.removed) if self.removed else 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,6 +305,28 @@ def build_tree(nodes: Iterable[NodeRecord], preset: Preset) -> DomainTree:
         index={node.name: i for i, node in enumerate(ordered)},
         unlabelled=tuple(sorted(records[i].name for i in np.flatnonzero(missing).tolist())),
     )
+
+
+def without(snapshot: TopologySnapshot, pods: Iterable[PodRecord]) -> TopologySnapshot:
+    """The same snapshot with `pods` (records among its placed pods) gone from their
+    nodes: their requests given back and themselves no longer among the placed pods, so
+    their labels, ports and anti-affinity stop counting (what a preemption's victims
+    leave). Costs the victims, not the placed pods."""
+    free = snapshot.free.copy()
+    index = snapshot.tree.index
+    pods = list(pods)
+    gone = frozenset((pod.namespace, pod.name) for pod in pods)
+    rows = np.fromiter((index.get(pod.node_name, -1) for pod in pods), dtype=np.int64,
+                       count=len(pods))
+    on_tree = rows >= 0
+    for col, name in enumerate(snapshot.resources):
+        amounts = np.fromiter((pod.requests.get(name, 0) for pod in pods), dtype=np.int64,
+                              count=len(pods))
+        np.add.at(free[:, col], rows[on_tree], amounts[on_tree])
+    free.flags.writeable = False
+    return TopologySnapshot(tree=snapshot.tree, resources=snapshot.resources, free=free,
+                            placed=snapshot.placed.minus(gone),
+                            namespaces=snapshot.namespaces)
 
 
 def snapshot_of(tree: DomainTree, used: Mapping[str, Mapping[str, int]],

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 
 from kube import KubeClient
-from scheduler.binder import Binder, VolumeWriter
+from scheduler.binder import Binder, Evictor, VolumeWriter
 from scheduler.cache import Change, ClusterCache
 from scheduler.collaborators import Leading, SystemClock
 from scheduler.config import Config
@@ -43,7 +43,8 @@ class Runner:
         self.metrics = SchedulerMetrics()
         self.scheduler = Scheduler(config, self.cache, CachedLookup(self.cache, ApiLookup(kube)),
                                    self.binder, self.events, SystemClock(), self.leadership,
-                                   self.metrics, volume_writer=VolumeWriter(kube))
+                                   self.metrics, volume_writer=VolumeWriter(kube),
+                                   evictor=Evictor(kube, self.binder.pool))
         self.metrics.watch_state(lambda: list(self.scheduler.records.values()),
                                  self.informers.watch_ages, self.leadership.leading,
                                  self.informers.relists, lambda: dict(kube.transient))

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kube import NO_RETRY, ApiError, ApiUnavailable, KubeClient, transient
 from kube.resources import PODS, PVCS, PVS
-from scheduler.collaborators import NOT_LEADER, BindResult
+from scheduler.collaborators import NOT_LEADER, BindResult, EvictResult
 from scheduler.volumes import SELECTED_NODE, VolumeAction
 
 
@@ -113,3 +113,56 @@ class VolumeWriter:
                 errors.append(f"{action.namespace}/{action.claim}: {exc.status} {exc.reason}: "
                               f"{exc.message}"[:200])
         return errors
+
+
+def eviction_body(namespace: str, name: str) -> dict[str, object]:
+    return {"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace}}
+
+
+class Evictor:
+    """Preemption's writes: `pods/eviction` (the API server honours PodDisruptionBudgets,
+    answering 429, and the pod's graceful termination), and `pods/status` merge patches
+    of nominatedNodeName. 429s from a PDB are final here (the cycle chooses again); those
+    from overload and 5xx are retried with the client's backoff."""
+
+    def __init__(self, kube: KubeClient, pool: ThreadPoolExecutor) -> None:
+        self.kube, self.pool = kube, pool
+
+    def evict_one(self, key: str) -> EvictResult:
+        namespace, name = key.split("/", 1)
+        path = PODS.path(namespace, name, "eviction")
+        policy = self.kube.retry
+        last: ApiError | None = None
+        for attempt in range(policy.attempts):
+            if attempt:
+                time.sleep(policy.delay(attempt - 1, last.retry_after if last else None))
+            try:
+                self.kube.request("POST", path, body=eviction_body(namespace, name),
+                                  retry=NO_RETRY, timeout=BIND_TIMEOUT_S)
+                return EvictResult(key, True, 201)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return EvictResult(key, True, 404, "gone already")
+                if exc.status == 429 and "disruption budget" in exc.message.lower():
+                    return EvictResult(key, False, 429, exc.message[:200])
+                if not transient(exc.status) and not isinstance(exc, ApiUnavailable):
+                    return EvictResult(key, False, exc.status, f"{exc.reason}: {exc.message}")
+                last = exc
+        assert last is not None
+        return EvictResult(key, False, last.status, f"{last.reason}: {last.message}")
+
+    def evict(self, pods: Sequence[str]) -> list[EvictResult]:
+        return list(self.pool.map(self.evict_one, pods))
+
+    def nominate(self, placements: Sequence[tuple[str, str]]) -> list[str]:
+        def one(kv: tuple[str, str]) -> str:
+            namespace, name = kv[0].split("/", 1)
+            try:
+                self.kube.call("PATCH", PODS.path(namespace, name, "status"),
+                               body={"status": {"nominatedNodeName": kv[1]}},
+                               content_type="application/merge-patch+json")
+            except ApiError as exc:
+                return f"{kv[0]}: {exc.status} {exc.reason}"[:200]
+            return ""
+        return [e for e in self.pool.map(one, placements) if e]

@@ -272,6 +272,13 @@ class ClusterCache:
             self._confirm_assumed()
             return list(self.pods.values()), {k: a.node for k, a in self.assumed.items()}
 
+    def has_pod(self, key: str, uid: str) -> bool:
+        """This very pod (not a namesake a controller recreated) exists, unfinished
+        (terminating included)."""
+        with self.lock:
+            pod = self.pods.get(key)
+            return pod is not None and pod.uid == uid
+
     def pod_node(self, key: str) -> str:
         """The node the API server shows the pod on ("" when unbound or unknown)."""
         with self.lock:
@@ -293,11 +300,13 @@ class ClusterCache:
             self._confirm_assumed()
             self._expire_holds()
             on_nodes = []
+            held = {pod.key for owner, hold in self.holds.items() for pod, _ in hold.entries}
             for pod in self.pods.values():
                 if pod.consumes_capacity:
                     on_nodes.append((pod.node_name, pod))
                 elif (pod.nominated_node and not pod.node_name and not pod.terminal
-                      and pod.key not in self.assumed and pod.key not in exclude):
+                      and pod.key not in self.assumed and pod.key not in exclude
+                      and pod.key not in held):  # a preemptor's held room counts once
                     on_nodes.append((pod.nominated_node, pod))
             on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
             on_nodes += [(node, pod) for owner, hold in self.holds.items()

@@ -49,6 +49,31 @@ class Binder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EvictResult:
+    pod: str
+    """namespace/name"""
+    ok: bool
+    """Evicted, or gone already (404)."""
+    status: int
+    reason: str = ""
+
+    @property
+    def budget(self) -> bool:
+        """Refused because a PodDisruptionBudget allows no more disruptions (429)."""
+        return self.status == 429
+
+
+class Evictor(Protocol):
+    def evict(self, pods: Sequence[str]) -> list[EvictResult]:
+        """Evicts each pod (namespace/name) through the Eviction API, concurrently."""
+        ...
+
+    def nominate(self, placements: Sequence[tuple[str, str]]) -> list[str]:
+        """Sets status.nominatedNodeName of each (pod key, node); the errors."""
+        ...
+
+
 class VolumeWriter(Protocol):
     def apply(self, actions: Sequence[VolumeAction]) -> list[str]:
         """Writes each claim's volume choice; the errors, one line each."""

@@ -4,7 +4,7 @@ One gang's cycle, in named phases (kube-scheduler's schedule_one.go, at gang
 granularity), each a method below:
 
     admit -> solve -> assume -> [volumes] -> bind -> settle -> report
-             \\-- does not fit ---------------------------> report (once per reason)
+             \\-- does not fit --> [preempt] -------------> report (once per reason)
 
 - admit: an invalid gang is reported; one without enough ungated members waits; one that
   did not fit waits until something it depends on moved (`_worth_solving`).
@@ -17,6 +17,8 @@ granularity), each a method below:
   not failures and leave the rest to the new leader.
 - settle: failed binds are forgotten (their room freed, their node remembered) and the
   gang repaired next cycle, at once.
+- preempt: a gang that does not fit evicts the cheapest lower-priority victims and holds
+  the room they leave (`scheduler.preemption`); its members are bound as that room frees.
 - report: `scheduler.report`, the one place a decision becomes Events, status and a log.
 
 Collaborators (cluster cache, object lookup, binder, recorder, clock, leadership) are
@@ -26,15 +28,16 @@ passed in; nothing here talks to the API server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from kube.resources import CSI_NODES, PVCS, PVS, STORAGE_CLASSES, ObjectRef
+from kube.resources import CSI_NODES, PDBS, PVCS, PVS, STORAGE_CLASSES, ObjectRef
 from scheduler.cache import ClusterCache
 from scheduler.collaborators import (
     Binder,
     BindResult,
     Clock,
+    Evictor,
     Leadership,
     Recorder,
     VolumeWriter,
@@ -43,7 +46,23 @@ from scheduler.config import Config
 from scheduler.discovery import discover
 from scheduler.gang import Gang, GangKey, GangSpec
 from scheduler.metrics import SchedulerMetrics
-from scheduler.report import EventReason, Reporter, not_placed, placed, timed_out
+from scheduler.preemption import (
+    PREEMPT_TIMEOUT_S,
+    PROTECT_S,
+    InFlight,
+    budgets_from,
+    candidates,
+    describe,
+    may_preempt,
+)
+from scheduler.report import (
+    EventReason,
+    Reporter,
+    not_placed,
+    placed,
+    preempting,
+    timed_out,
+)
 from scheduler.request import no_volume_rules, peer_groups, planned_members, request_for
 from scheduler.singles import SinglePods
 from scheduler.sources import GangSource, ObjectLookup, sources
@@ -52,6 +71,7 @@ from scheduler.volumes import BIND_TIMEOUT_S, VolumeView, view_from
 from solver.errors import BadRequest
 from solver.explain import PlacementExplanation, explain_placement, remedies
 from solver.nearby import home_shortfall, place_near, slice_homes, slice_shortfall
+from solver.preempt import Candidate, NoPreemption, Preemption, choose_victims
 from solver.reasons import FitCode
 from solver.request import GangRequest, SolverConfig
 from solver.result import Placement, Unschedulable
@@ -75,9 +95,14 @@ class Scheduler:
                  binder: Binder, recorder: Recorder, clock: Clock, leadership: Leadership,
                  metrics: SchedulerMetrics,
                  gang_sources: Sequence[GangSource] | None = None,
-                 volume_writer: VolumeWriter | None = None) -> None:
+                 volume_writer: VolumeWriter | None = None,
+                 evictor: Evictor | None = None) -> None:
         self.config, self.cluster, self.objects = config, cluster, objects
-        self.volume_writer = volume_writer
+        self.volume_writer, self.evictor = volume_writer, evictor
+        self.protected: dict[str, float] = {}
+        """Victim unit name -> Clock.monotonic() until which a PDB's refusal keeps it out."""
+        self.gang_of: Mapping[str, GangKey] = {}
+        """This cycle's pod key -> gang of the placed pods (preemption's victim units)."""
         self.binder, self.clock, self.leadership, self.metrics = (binder, clock, leadership,
                                                                   metrics)
         self.sources = tuple(gang_sources if gang_sources is not None
@@ -101,6 +126,7 @@ class Scheduler:
         name = self.config.scheduler_name
         found = discover(pods, assumed, ours=lambda p: p.scheduler_name == name,
                          sources=self.sources, objects=self.objects)
+        self.gang_of = found.gang_of
         for gang in sorted(found.gangs, key=lambda g: (-g.priority, g.created, g.key)):
             if not self.leadership.leading():
                 return  # lost the Lease mid-cycle: the new leader takes it from here
@@ -141,8 +167,10 @@ class Scheduler:
         record.result, record.solved_at = result, self.clock.time()
         self.metrics.solve_seconds.labels(result.status).observe(result.solver.solve_s)
         if isinstance(result, Unschedulable):
-            self._unschedulable(gang, record, result, len(snapshot.nodes))
+            if not self._preempt(gang, record, request, snapshot, result):
+                self._unschedulable(gang, record, result, len(snapshot.nodes))
             return
+        record.preemption_note = ""
         chosen = self._assume(gang, result)
         self._hold(gang, record, result)
         waits = view is not None and self._wait_for_volumes(gang, record, result, chosen, view)
@@ -263,6 +291,149 @@ class Scheduler:
             log.info("gang=%s decision=hold members=%d until=+%.0fs", gang.key, len(entries),
                      deadline - self.clock.monotonic())
 
+    # -- preemption -------------------------------------------------------------------
+    def _preempt(self, gang: Gang, record: GangRecord, request: GangRequest,
+                 snapshot: TopologySnapshot, result: Unschedulable) -> bool:
+        """A gang that does not fit evicts the cheapest lower-priority victims
+        (`scheduler.preemption`); True while a preemption is under way for it (its room
+        held, nothing more to report). A gang that may not preempt gets the what-if in
+        its remedies instead."""
+        now = self.clock.monotonic()
+        flight = record.preemption
+        if flight is not None and record.phase is GangPhase.PREEMPTING:
+            leaving = any(self.cluster.has_pod(key, uid) for key, uid in flight.victims)
+            if now < flight.deadline and leaving:
+                self._bind_freed(gang, record, snapshot)
+                return True  # victims still terminating: the room waits for them
+            self.cluster.hold(str(gang.key), (), 0.0)
+            log.info("gang=%s decision=preemption-ended victims_left=%d message=%r", gang.key,
+                     sum(1 for key, uid in flight.victims if self.cluster.has_pod(key, uid)),
+                     "victims gone but the gang still does not fit" if now < flight.deadline
+                     else f"not bound within {PREEMPT_TIMEOUT_S:.0f}s; room released")
+        record.preemption_note = ""
+        if self.evictor is None or result.diagnosis.code is FitCode.UNRESOLVABLE:
+            return False
+        allowed = may_preempt(gang)
+        pods, _ = self.cluster.all_pods()
+        budgets = budgets_from(self.cluster.objects_of(PDBS).values())
+        # Units of its own priority too: not victims, but the what-if may name them.
+        units, notes = candidates(pods, self.gang_of, gang.priority + 1, gang.key, budgets,
+                                  self.protected, now)
+        accelerators = frozenset(self.config.accelerators)
+        lower = [u for u in units if u.priority < gang.priority]
+        if not allowed or not lower:
+            self._what_if(gang, record, request, snapshot, units, allowed)
+            return False
+        outcome = choose_victims(request, snapshot, lower, gang.priority, self.solver_config,
+                                 accelerators)
+        if isinstance(outcome, NoPreemption):
+            self.metrics.preemptions.labels(outcome.code.value).inc()
+            record.preemption_note = "; ".join([f"no preemption: {outcome.message}", *notes])
+            return False
+        return self._evict(gang, record, outcome, now)
+
+    def _bind_freed(self, gang: Gang, record: GangRecord, snapshot: TopologySnapshot) -> None:
+        """Members whose held node its victims have left are bound there at once, so a
+        controller recreating the victims (and another scheduler placing them) cannot
+        take that room back; the rest of the room is being vacated already."""
+        owner = str(gang.key)
+        held = self.cluster.held(owner)
+        if held is None:
+            return
+        pending = {p.name: p for p in gang.pending}
+        column = {name: i for i, name in enumerate(snapshot.resources)}
+        free = {n: snapshot.free[i] for n, i in snapshot.tree.index.items()}
+        ready, rest = [], []
+        for pod, node in held.entries:
+            room = free.get(node)
+            member = pending.get(pod.name)
+            if member is None or room is None or any(
+                    amount > 0 and (res not in column or room[column[res]] < amount)
+                    for res, amount in member.requests.items()):
+                rest.append((pod, node))
+                continue
+            room = room.copy()
+            for res, amount in member.requests.items():
+                if res in column:
+                    room[column[res]] -= amount
+            free[node] = room
+            ready.append((member, node))
+        if not ready:
+            return
+        self.cluster.hold(owner, tuple(rest), held.deadline)
+        for pod, node in ready:
+            self.cluster.assume(pod, node)
+        results, _ = self.binder.bind_all([(p.key, n) for p, n in ready])
+        bound = [r for r in results if r.ok]
+        for r in results:
+            if not r.ok:
+                self.cluster.forget(r.pod)
+        self.metrics.pods_bound.labels("gang").inc(len(bound))
+        by_key = {p.key: p for p, _ in ready}
+        for r in bound:
+            self.reporter.pod_placed(by_key[r.pod], r.node)
+        log.info("gang=%s decision=bind-freed bound=%d still_held=%d", gang.key, len(bound),
+                 len(rest))
+
+    def _what_if(self, gang: Gang, record: GangRecord, request: GangRequest,
+                 snapshot: TopologySnapshot, units: Sequence[Candidate], allowed: bool) -> None:
+        """For a gang that may not preempt: the cheapest set that would make room (among
+        pods of its own priority or lower), as advice a platform team can act on."""
+        if not units:
+            return
+        found = choose_victims(request, snapshot, units, gang.priority + 1, self.solver_config,
+                               frozenset(self.config.accelerators))
+        if isinstance(found, Preemption):
+            why = ("its pods have preemptionPolicy: Never" if not allowed else
+                   "no running pod has a lower priority (equal priority never preempts)")
+            record.preemption_note = (f"evicting {describe(found.chosen)} would make room; "
+                                      f"not done: {why}")
+
+    def _evict(self, gang: Gang, record: GangRecord, outcome: Preemption, now: float) -> bool:
+        assert self.evictor is not None
+        chosen = outcome.chosen
+        results = self.evictor.evict(sorted(chosen.pod_keys))
+        refused = [r for r in results if not r.ok]
+        unit_of = {p.key: c.name for c in chosen.victims for p in c.pods}
+        for r in refused:
+            if r.budget:  # a PDB said no: choose without it for a while
+                self.protected[unit_of[r.pod]] = now + PROTECT_S
+        uid_of = {p.key: p.uid for c in chosen.victims for p in c.pods}
+        evicted = frozenset((r.pod, uid_of[r.pod]) for r in results if r.ok)
+        self.metrics.preemptions.labels("Preempted" if evicted else "EvictionRefused").inc()
+        if not evicted:
+            record.preemption_note = "no preemption: every eviction was refused: " + "; ".join(
+                f"{r.pod}: {r.status} {r.reason}"[:160] for r in refused[:3])
+            return False
+        self.metrics.preemption_victims.observe(len(chosen.victims))
+        planned = planned_members(gang)
+        by_name = {p.name: p for p in gang.pending}
+        entries = tuple((by_name[a.pod] if a.pod in by_name else
+                         replace(planned[a.pod].pod, name=a.pod), a.node)
+                        for a in outcome.placement.assignments
+                        if a.pod in by_name or a.pod in planned)
+        deadline = now + PREEMPT_TIMEOUT_S
+        self.cluster.hold(str(gang.key), entries, deadline)
+        errors = self.evictor.nominate([(p.key, node) for p, node in entries
+                                        if p.name in by_name])
+        record.preemption = InFlight(chosen, outcome.runner_up, outcome.status, evicted,
+                                     tuple(f"{r.pod}: {r.status} {r.reason}"[:160]
+                                           for r in refused), deadline, outcome.solve_s,
+                                     self.clock.time())
+        record.move(GangPhase.PREEMPTING, self.clock.time())
+        victims = [p for c in chosen.victims for p in c.pods if (p.key, p.uid) in evicted]
+        message = (f"preempting {describe(chosen)} for gang {gang.key} (priority "
+                   f"{gang.priority}), chosen in {outcome.solve_s:.3f}s ({outcome.status}); "
+                   f"room held for {len(entries)} pod(s) until the victims are gone")
+        if refused:
+            message += f"; {len(refused)} eviction(s) refused"
+        if errors:
+            message += f"; nominatedNodeName not written for {len(errors)} pod(s)"
+        self.reporter.report(gang, record, preempting(
+            gang, message, victims, f"Preempted by gang {gang.key} (priority {gang.priority}) "
+                                    f"to make room for it: {chosen.cost.render()}"))
+        return True
+
     # -- volumes ----------------------------------------------------------------------
     def _volumes(self, snapshot: TopologySnapshot) -> VolumeView:
         if self._view is None:
@@ -369,9 +540,13 @@ class Scheduler:
                        nodes: int) -> None:
         assert record.attempt is not None
         record.attempt = replace(record.attempt, code=result.diagnosis.code)
-        record.explanation, record.remedies = None, remedies(result.diagnosis)
+        note = record.preemption_note
+        record.explanation = None
+        record.remedies = remedies(result.diagnosis) + ((note,) if note else ())
         record.move(GangPhase.UNSCHEDULABLE, self.clock.time())
         message = f"0/{nodes} nodes are available for gang {gang.key}: {result.reason}"
+        if note:
+            message += f"; preemption: {note}"
         self.reporter.report(gang, record, not_placed(
             gang, EventReason.FAILED_SCHEDULING, result.diagnosis.code.value, message,
             "unschedulable"))

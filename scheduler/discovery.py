@@ -32,6 +32,8 @@ class Discovered:
     """Pods of ours, ungated, that no source groups: the per-pod path."""
     source_of: Mapping[GangKey, str]
     """Which source defined each gang (explain says so)."""
+    gang_of: Mapping[str, GangKey]
+    """Pod key -> gang of every placed pod a source claims (preemption's victim units)."""
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -45,6 +47,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
     members: dict[GangKey, list[PodRecord]] = defaultdict(list)
     claimed_by: dict[GangKey, GangSource] = {}
     singles: list[PodRecord] = []
+    gang_of: dict[str, GangKey] = {}
     for pod in pods:
         if pod.terminal or pod.deleting:
             continue
@@ -57,6 +60,8 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
                 singles.append(pod)
             continue
         members[key].append(pod)
+        if placed:
+            gang_of[pod.key] = key
         claimed_by.setdefault(key, source)
     gangs = []
     for key, group in members.items():
@@ -66,7 +71,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
         gangs.append(_gang(key, group, waiting, assumed, claimed_by[key], objects))
     gangs.sort(key=lambda g: g.key)
     return Discovered(tuple(gangs), tuple(singles),
-                      {key: source.name for key, source in claimed_by.items()})
+                      {key: source.name for key, source in claimed_by.items()}, gang_of)
 
 
 def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup

@@ -18,6 +18,7 @@ from kube.resources import (
     NAMESPACES,
     NATIVE_POD_GROUPS,
     NODES,
+    PDBS,
     POD_GROUPS,
     PODS,
     PVCS,
@@ -30,7 +31,7 @@ from kube.resources import (
 from scheduler.cache import ClusterCache
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
-WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
+WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES, PDBS)
 GANG_OBJECTS = (POD_GROUPS, NATIVE_POD_GROUPS, VOLCANO_POD_GROUPS, JOBSETS, LEADER_WORKER_SETS,
                 *TRAINING_JOBS.values())
 """What gang sources read, watched once served (a CRD installed later is picked up):

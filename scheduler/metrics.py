@@ -80,6 +80,12 @@ class SchedulerMetrics:
         self.bind_errors = PromCounter(
             "phalanx_bind_errors", "Failed pods/binding calls by HTTP status", ["code"],
             registry=self.registry)
+        self.preemptions = PromCounter(
+            "phalanx_preemptions", "Preemption attempts by result (Preempted, or why not)",
+            ["result"], registry=self.registry)
+        self.preemption_victims = Histogram(
+            "phalanx_preemption_victims", "Victims (gangs + single pods) per preemption",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
 
     def watch_state(self, gangs: Callable[[], Iterable[GangRecord]],
                     watch_ages: Callable[[], dict[str, float | None]],

@@ -41,9 +41,13 @@ class EventReason(Enum):
     FAILED_SCHEDULING = "FailedScheduling"
     INVALID_GANG = "InvalidGang"
     SCHEDULE_TIMEOUT = "ScheduleTimeout"
+    PREEMPTING = "Preempting"
+    PREEMPTED = "Preempted"
 
 
 PLACED = frozenset({EventReason.SCHEDULED, EventReason.PARTIALLY_BOUND})
+NORMAL = frozenset({EventReason.SCHEDULED, EventReason.PREEMPTED})
+"""Pod Events of these reasons are Normal, the others Warnings."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,17 @@ def not_placed(gang: Gang, reason: EventReason, code: str, message: str,
     return Outcome(reason, message, True, pod_events, status, once=True, decision=decision)
 
 
+def preempting(gang: Gang, message: str, victims: Sequence[PodRecord],
+               victim_message: str) -> Outcome:
+    """Victims evicted for the gang: the gang (and its PodGroup) say so, each victim pod
+    says by whom and why."""
+    pod_events = tuple((pod, EventReason.PREEMPTED, victim_message) for pod in victims)
+    status = {"phase": "Pending", "scheduled": gang.bound,
+              "conditions": [condition(False, EventReason.PREEMPTING.value, message)]}
+    return Outcome(EventReason.PREEMPTING, message, False, pod_events, status,
+                   decision="preempting")
+
+
 def timed_out(gang: Gang, phase: str) -> Outcome:
     message = (f"gang {gang.key} not placed within scheduleTimeoutSeconds="
                f"{gang.spec.timeout_s:g} ({phase}); still queued")
@@ -189,7 +204,7 @@ class Reporter:
         self.recorder.event(ref, outcome.reason.value, outcome.message, outcome.warning)
         for pod, reason, message in pod_events:
             self.recorder.event(pod_ref(pod), reason.value, message,
-                                reason is not EventReason.SCHEDULED)
+                                reason not in NORMAL)
         status = (pod_group_status(ref, outcome.pod_group, gang.spec.version)
                   if outcome.pod_group else None)
         if status is not None:

@@ -12,6 +12,7 @@ from enum import Enum
 
 from kube.resources import ObjectRef
 from scheduler.gang import Constraint, Gang, GangKey
+from scheduler.preemption import InFlight
 from solver.explain import PlacementExplanation
 from solver.reasons import FitCode
 from solver.result import Placement, Unschedulable
@@ -24,6 +25,8 @@ class GangPhase(Enum):
     WAITING = "Waiting for members"
     GATED = "Waiting: gated"
     UNSCHEDULABLE = "Pending: unschedulable"
+    PREEMPTING = "Pending: preempting"
+    """Victims evicted, room held: waiting for them to terminate."""
     INVALID = "Pending: invalid"
     BINDING = "Binding"
     VOLUMES = "Binding: waiting for volumes"
@@ -106,6 +109,10 @@ class GangRecord:
     """Members not created yet whose room the gang holds."""
     waiting_for: str = ""
     """Why it waits though nothing is wrong (GangSpec.waiting), when it does."""
+    preemption: InFlight | None = None
+    """The preemption under way for it, or the last one (kept for explain once bound)."""
+    preemption_note: str = ""
+    """Why it did not preempt, when it did not fit and might have."""
     transitions: list[tuple[GangPhase, float]] = field(default_factory=list)
 
     def move(self, phase: GangPhase, at: float) -> None:

@@ -141,13 +141,32 @@ class SliceOut(BaseModel):
     pods: int
 
 
+class VictimSetOut(BaseModel):
+    victims: list[str] = Field(description="Gang ns/Kind/name or Pod ns/name, each whole")
+    highest_priority: int
+    count: int
+    accelerators: int
+    pods: int
+
+
+class PreemptionOut(BaseModel):
+    started: str
+    status: str = Field(description="OPTIMAL when every term of the victims' cost was "
+                                    "proven minimal, else FEASIBLE")
+    solve_s: float
+    chosen: VictimSetOut
+    runner_up: VictimSetOut | None = None
+    refused: list[str] = Field(default_factory=list,
+                               description="victim pods whose eviction was refused (a PDB)")
+
+
 class Explanation(BaseModel):
     namespace: str
     name: str
     kind: str
     state: str
-    verdict: str = Field(description="placed, pending, waiting, invalid, binding or "
-                                     "repairing")
+    verdict: str = Field(description="placed, pending, preempting, waiting, invalid, "
+                                     "binding or repairing")
     summary: str
     code: str = Field("", description="Unschedulable (may fit later) or "
                                       "UnschedulableAndUnresolvable (never as asked)")
@@ -161,6 +180,8 @@ class Explanation(BaseModel):
     levels: list[LevelChoiceOut] = []
     slices: list[SliceOut] = Field(default_factory=list,
                                    description="per slice, the domain of its level it sits in")
+    preemption: PreemptionOut | None = Field(None, description="the victims evicted for this "
+                                                               "gang, when it preempted")
     warnings: list[str] = []
 
 

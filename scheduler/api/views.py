@@ -22,15 +22,18 @@ from scheduler.api.models import (
     LevelChoiceOut,
     LevelDemand,
     LevelDomains,
+    PreemptionOut,
     SliceOut,
     SolverStage,
     SolverSummary,
     Topology,
+    VictimSetOut,
 )
 from scheduler.gang import GangKey
 from scheduler.metrics import SchedulerMetrics
 from scheduler.state import GangPhase, GangRecord
 from solver.explain import DomainRoom
+from solver.preempt import VictimSet
 from solver.reasons import by_count
 from solver.result import Placement, SolverInfo, Unschedulable
 from topology.quantity import format_units
@@ -125,10 +128,27 @@ def _room(room: DomainRoom) -> DomainRoomOut:
                          leftover=room.leftover)
 
 
+def _victims(chosen: VictimSet) -> VictimSetOut:
+    cost = chosen.cost
+    return VictimSetOut(victims=[c.name for c in chosen.victims],
+                        highest_priority=cost.priority, count=cost.victims,
+                        accelerators=cost.accelerators, pods=cost.pods)
+
+
+def _preemption(state: GangRecord) -> PreemptionOut | None:
+    flight = state.preemption
+    if flight is None:
+        return None
+    return PreemptionOut(started=_iso(flight.at), status=flight.status,
+                         solve_s=round(flight.solve_s, 4), chosen=_victims(flight.chosen),
+                         runner_up=_victims(flight.runner_up) if flight.runner_up else None,
+                         refused=list(flight.refused))
+
+
 def explanation(state: GangRecord) -> Explanation:
     key = state.key
     base: dict[str, Any] = {"namespace": key.namespace, "name": key.name, "kind": key.kind,
-                            "state": state.phase.value}
+                            "state": state.phase.value, "preemption": _preemption(state)}
     result = state.result
     if state.phase is GangPhase.INVALID:
         return Explanation(**base, verdict="invalid", summary=state.error,
@@ -150,6 +170,13 @@ def explanation(state: GangRecord) -> Explanation:
         return Explanation(**base, verdict="waiting",
                            summary=f"waiting for members: {state.size} of {state.min_member} "
                                    f"(minMember) exist, {state.bound_pods} bound")
+    if state.phase is GangPhase.PREEMPTING and state.preemption is not None:
+        flight = state.preemption
+        return Explanation(**base, verdict="preempting",
+                           summary=f"evicted {len(flight.victims)} pod(s) of "
+                                   f"{len(flight.chosen.victims)} victim(s) "
+                                   f"({flight.chosen.cost.render()}); room held until they "
+                                   f"are gone")
     if isinstance(result, Unschedulable):
         d = result.diagnosis
         return Explanation(

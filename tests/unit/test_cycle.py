@@ -118,7 +118,7 @@ class VolumeWriter:
 class World:
     """A scheduler over a small cluster: 2 zones x 2 blocks x 2 racks x 4 nodes."""
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, evictor: Any = None) -> None:
         self.clock = Clock()
         self.cache = ClusterCache(resolve_preset(list(LEVELS)), clock=self.clock.monotonic)
         self.lookup = Lookup()
@@ -130,7 +130,7 @@ class World:
         self.volumes = VolumeWriter()
         self.scheduler = Scheduler(self.config, self.cache, self.lookup, self.binder,
                                    self.recorder, self.clock, self.leading, self.metrics,
-                                   volume_writer=self.volumes)
+                                   volume_writer=self.volumes, evictor=evictor)
         self.add_nodes(["z1", "z2"])
 
     def add_nodes(self, zones: list[str]) -> None:
@@ -144,17 +144,19 @@ class World:
 
     def pods(self, owner: str, count: int, *, kind: str = "StatefulSet", start: int = 0,
              labels: dict[str, str] | None = None, gates: tuple[str, ...] = (),
-             gpus: int = 8, claim: str = "") -> list[PodRecord]:
+             gpus: int = 8, claim: str = "", priority: int = 0,
+             policy: str = "PreemptLowerPriority", uid: str = "") -> list[PodRecord]:
         out = []
         for i in range(start, start + count):
             index = "apps.kubernetes.io/pod-index" if kind == "StatefulSet" else \
                 "batch.kubernetes.io/job-completion-index"
-            pod = PodRecord(NS, f"{owner}-{i}", uid=f"u-{owner}-{i}", scheduler_name="phalanx",
+            pod = PodRecord(NS, f"{owner}-{i}", uid=f"u-{owner}-{i}{uid}", scheduler_name="phalanx",
                             requests={GPU: gpus, "pods": 1},
                             labels={index: str(i), **(labels or {})},
                             owner=OwnerRef(kind, owner, f"uid-{owner}", "apps/v1"),
                             created="2026-12-01T00:00:00Z", resource_version="1",
-                            scheduling_gates=gates,
+                            scheduling_gates=gates, priority=priority,
+                            preemption_policy=policy,
                             volumes=Volumes((f"{claim}-{owner}-{i}",)) if claim else NO_VOLUMES)
             self.cache.put_pod(pod)
             out.append(pod)

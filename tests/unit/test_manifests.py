@@ -39,12 +39,17 @@ L3 = "topology.k8s.aws/network-node-layer-3"
 #                 list+watch podgroups (after API discovery)
 #   binder.py     POST pods/{name}/binding; GET pods/{name} when a bind answers 409;
 #                 merge-PATCH a PVC's selected-node annotation, a PV's claimRef
+#   binder.py     (Evictor) POST pods/{name}/eviction; merge-PATCH pods/{name}/status
+#                 (nominatedNodeName); informers.py list+watch poddisruptionbudgets
 #   events.py     POST core/v1 events; merge-PATCH podgroups/{name}/status
 #   lookup.py     GET statefulsets/{name}, jobs/{name} (the size of an owner's gang,
 #                 asked by sources/owner.py)
 CODE_RIGHTS = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/binding"): {"create"},
+    ("", "pods/eviction"): {"create"},
+    ("", "pods/status"): {"patch"},
+    ("policy", "poddisruptionbudgets"): {"list", "watch"},
     ("", "events"): {"create"},
     ("", "nodes"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},

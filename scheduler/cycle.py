@@ -38,6 +38,7 @@ from scheduler.collaborators import (
     BindResult,
     Clock,
     Evictor,
+    EvictResult,
     Leadership,
     Recorder,
     VolumeWriter,
@@ -56,6 +57,7 @@ from scheduler.preemption import (
     may_preempt,
 )
 from scheduler.report import (
+    REPORT_INTERVAL_S,
     EventReason,
     Reporter,
     not_placed,
@@ -63,7 +65,13 @@ from scheduler.report import (
     preempting,
     timed_out,
 )
-from scheduler.request import no_volume_rules, peer_groups, planned_members, request_for
+from scheduler.request import (
+    no_volume_rules,
+    peer_groups,
+    planned_members,
+    request_for,
+    shape_of,
+)
 from scheduler.singles import SinglePods
 from scheduler.sources import GangSource, ObjectLookup, sources
 from scheduler.state import Attempt, GangPhase, GangRecord, VolumeWait
@@ -71,9 +79,9 @@ from scheduler.volumes import BIND_TIMEOUT_S, VolumeView, view_from
 from solver.errors import BadRequest
 from solver.explain import PlacementExplanation, explain_placement, remedies
 from solver.nearby import home_shortfall, place_near, slice_homes, slice_shortfall
-from solver.preempt import Candidate, NoPreemption, Preemption, choose_victims
+from solver.preempt import Candidate, NoPreemption, Preemption, VictimSet, choose_victims
 from solver.reasons import FitCode
-from solver.request import GangRequest, SolverConfig
+from solver.request import GangRequest, Member, SolverConfig
 from solver.result import Placement, Unschedulable
 from solver.solve import solve
 from topology.records import PodRecord
@@ -108,7 +116,10 @@ class Scheduler:
         self.sources = tuple(gang_sources if gang_sources is not None
                              else sources(config.accelerators))
         self.reporter = Reporter(recorder, clock)
-        self.singles = SinglePods(cluster, binder, self.reporter, metrics)
+        self.singles = SinglePods(cluster, binder, self.reporter, metrics,
+                                  preempt=self._preempt_single)
+        self.single_flights: dict[str, tuple[frozenset[tuple[str, str]], float]] = {}
+        """Pod key -> (victims (key, uid) evicted for it, deadline): one at a time."""
         self.records: dict[GangKey, GangRecord] = {}
         self.solver_config = SolverConfig(algorithm=config.algorithm,
                                           time_limit_s=config.solver_time_limit_s)
@@ -310,8 +321,8 @@ class Scheduler:
                      sum(1 for key, uid in flight.victims if self.cluster.has_pod(key, uid)),
                      "victims gone but the gang still does not fit" if now < flight.deadline
                      else f"not bound within {PREEMPT_TIMEOUT_S:.0f}s; room released")
-        record.preemption_note = ""
         if self.evictor is None or result.diagnosis.code is FitCode.UNRESOLVABLE:
+            record.preemption_note = ""
             return False
         allowed = may_preempt(gang)
         pods, _ = self.cluster.all_pods()
@@ -324,6 +335,7 @@ class Scheduler:
         if not allowed or not lower:
             self._what_if(gang, record, request, snapshot, units, allowed)
             return False
+        record.preemption_note = ""
         outcome = choose_victims(request, snapshot, lower, gang.priority, self.solver_config,
                                  accelerators)
         if isinstance(outcome, NoPreemption):
@@ -379,8 +391,10 @@ class Scheduler:
                  snapshot: TopologySnapshot, units: Sequence[Candidate], allowed: bool) -> None:
         """For a gang that may not preempt: the cheapest set that would make room (among
         pods of its own priority or lower), as advice a platform team can act on."""
-        if not units:
-            return
+        now = self.clock.monotonic()
+        if not units or now - record.what_if_at < REPORT_INTERVAL_S:
+            return  # advice, not a decision: at most once per report interval
+        record.what_if_at = now
         found = choose_victims(request, snapshot, units, gang.priority + 1, self.solver_config,
                                frozenset(self.config.accelerators))
         if isinstance(found, Preemption):
@@ -389,23 +403,32 @@ class Scheduler:
             record.preemption_note = (f"evicting {describe(found.chosen)} would make room; "
                                       f"not done: {why}")
 
-    def _evict(self, gang: Gang, record: GangRecord, outcome: Preemption, now: float) -> bool:
+    def _evict_victims(self, chosen: VictimSet, now: float
+                       ) -> tuple[frozenset[tuple[str, str]], list[EvictResult]]:
+        """Evicts every victim pod; (key, uid) of those evicted, and the refusals (a PDB's
+        429 keeps its unit out of the choice for PROTECT_S)."""
         assert self.evictor is not None
-        chosen = outcome.chosen
         results = self.evictor.evict(sorted(chosen.pod_keys))
         refused = [r for r in results if not r.ok]
         unit_of = {p.key: c.name for c in chosen.victims for p in c.pods}
         for r in refused:
-            if r.budget:  # a PDB said no: choose without it for a while
+            if r.budget:
                 self.protected[unit_of[r.pod]] = now + PROTECT_S
         uid_of = {p.key: p.uid for c in chosen.victims for p in c.pods}
         evicted = frozenset((r.pod, uid_of[r.pod]) for r in results if r.ok)
         self.metrics.preemptions.labels("Preempted" if evicted else "EvictionRefused").inc()
+        if evicted:
+            self.metrics.preemption_victims.observe(len(chosen.victims))
+        return evicted, refused
+
+    def _evict(self, gang: Gang, record: GangRecord, outcome: Preemption, now: float) -> bool:
+        assert self.evictor is not None
+        chosen = outcome.chosen
+        evicted, refused = self._evict_victims(chosen, now)
         if not evicted:
             record.preemption_note = "no preemption: every eviction was refused: " + "; ".join(
                 f"{r.pod}: {r.status} {r.reason}"[:160] for r in refused[:3])
             return False
-        self.metrics.preemption_victims.observe(len(chosen.victims))
         planned = planned_members(gang)
         by_name = {p.name: p for p in gang.pending}
         entries = tuple((by_name[a.pod] if a.pod in by_name else
@@ -433,6 +456,45 @@ class Scheduler:
             gang, message, victims, f"Preempted by gang {gang.key} (priority {gang.priority}) "
                                     f"to make room for it: {chosen.cost.render()}"))
         return True
+
+    def _preempt_single(self, pod: PodRecord, snapshot: TopologySnapshot) -> str | None:
+        """The per-pod path's preemption, as kube-scheduler's for one pod: the cheapest
+        victims, evicted; the pod nominated to the node they free (its room is then
+        held by the nomination). The message to report, or None when it does not."""
+        if self.evictor is None or pod.preemption_policy == "Never":
+            return None
+        now = self.clock.monotonic()
+        flight = self.single_flights.get(pod.key)
+        if flight is not None and now < flight[1] and any(
+                self.cluster.has_pod(key, uid) for key, uid in flight[0]):
+            return f"preempting: waiting for {len(flight[0])} victim pod(s) to terminate"
+        self.single_flights.pop(pod.key, None)
+        pods, _ = self.cluster.all_pods()
+        units, _ = candidates(pods, self.gang_of, pod.priority, GangKey("Pod", pod.namespace,
+                                                                       pod.name),
+                              budgets_from(self.cluster.objects_of(PDBS).values()),
+                              self.protected, now)
+        if not units:
+            return None
+        request = GangRequest(pod.key, (shape_of(pod, snapshot.anti_affinity_keys),),
+                              (Member(pod.name, 0, 0),), 1)
+        outcome = choose_victims(request, snapshot, units, pod.priority, self.solver_config,
+                                 frozenset(self.config.accelerators))
+        if isinstance(outcome, NoPreemption):
+            self.metrics.preemptions.labels(outcome.code.value).inc()
+            return None
+        evicted, _ = self._evict_victims(outcome.chosen, now)
+        if not evicted:
+            return None
+        node = outcome.placement.assignments[0].node
+        self.evictor.nominate([(pod.key, node)])
+        self.single_flights[pod.key] = (evicted, now + PREEMPT_TIMEOUT_S)
+        victims = [p for c in outcome.chosen.victims for p in c.pods
+                   if (p.key, p.uid) in evicted]
+        self.reporter.preempted(victims, f"Preempted by pod {pod.key} (priority "
+                                         f"{pod.priority}) to make room for it on {node}")
+        return (f"preempting {describe(outcome.chosen)} on {node}, chosen in "
+                f"{outcome.solve_s:.3f}s ({outcome.status})")
 
     # -- volumes ----------------------------------------------------------------------
     def _volumes(self, snapshot: TopologySnapshot) -> VolumeView:

@@ -233,6 +233,11 @@ class Reporter:
             record.status_written = signature
         self.recorder.pod_group_status(ref, status)
 
+    def preempted(self, victims: Sequence[PodRecord], message: str) -> None:
+        """A Preempted Event on each victim pod (the per-pod path's preemptions)."""
+        for pod in victims:
+            self.recorder.event(pod_ref(pod), EventReason.PREEMPTED.value, message)
+
     def pod_placed(self, pod: PodRecord, node: str) -> None:
         self.single_reports.pop(pod.key, None)
         self.recorder.event(pod_ref(pod), EventReason.SCHEDULED.value,

@@ -11,7 +11,7 @@ binding cycles run beside its scheduling.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,16 +55,23 @@ def unfit_message(fit: ShapeFit) -> str:
 
 class SinglePods:
     def __init__(self, cluster: ClusterCache, binder: Binder, reporter: Reporter,
-                 metrics: SchedulerMetrics) -> None:
+                 metrics: SchedulerMetrics,
+                 preempt: Callable[[PodRecord, TopologySnapshot], str | None] | None = None
+                 ) -> None:
         self.cluster, self.binder, self.reporter, self.metrics = (cluster, binder, reporter,
                                                                   metrics)
+        self.preempt = preempt
+        """For a pod that fits nowhere: evict lower-priority victims (the cycle's), and
+        the message to report; None when it does not preempt."""
 
     def schedule(self, pods: Sequence[PodRecord], snapshot: TopologySnapshot) -> None:
         chosen: list[tuple[PodRecord, str]] = []
         for pod in pods:
             node, fit = choose_node(pod, snapshot)
             if node is None:
-                self.reporter.pod_not_placed(pod, unfit_message(fit))
+                why = unfit_message(fit)
+                doing = self.preempt(pod, snapshot) if self.preempt is not None else None
+                self.reporter.pod_not_placed(pod, f"{why}; {doing}" if doing else why)
                 continue
             self.cluster.assume(pod, node)
             chosen.append((pod, node))

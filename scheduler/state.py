@@ -113,6 +113,8 @@ class GangRecord:
     """The preemption under way for it, or the last one (kept for explain once bound)."""
     preemption_note: str = ""
     """Why it did not preempt, when it did not fit and might have."""
+    what_if_at: float = -1e18
+    """Clock.monotonic() of the last what-if (the cheapest set it may not evict)."""
     transitions: list[tuple[GangPhase, float]] = field(default_factory=list)
 
     def move(self, phase: GangPhase, at: float) -> None:

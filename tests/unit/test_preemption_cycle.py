@@ -13,7 +13,9 @@ from scheduler.cache import ClusterCache
 from scheduler.collaborators import EvictResult
 from scheduler.preemption import PROTECT_S
 from scheduler.state import GangPhase
+from tests.unit.helpers import GPU
 from tests.unit.test_cycle import NS, World
+from topology.records import PodRecord
 
 
 @dataclass
@@ -147,3 +149,33 @@ def test_a_pdb_protected_gang_is_not_chosen_and_a_refused_eviction_is_not_retrie
     assert sorted(evictor2.evicted) == sorted(f"{NS}/{other}-{i}" for i in range(16))
     assert record.phase is GangPhase.PREEMPTING
     assert world2.scheduler.protected[first] == 1000 + PROTECT_S
+
+
+def single(name: str, priority: int, node_name: str = "") -> PodRecord:
+    return PodRecord(NS, name, uid=f"u-{name}", scheduler_name="phalanx",
+                     node_name=node_name, phase="Running" if node_name else "Pending",
+                     requests={GPU: 8, "pods": 1}, priority=priority,
+                     created="2026-12-01T00:00:00Z")
+
+
+def test_a_single_pod_preempts_the_cheapest_victim_and_takes_its_node() -> None:
+    """The per-pod path: a 31-pod gang and one lone pod fill 32 nodes; a high-priority
+    lone pod evicts the lone pod (one victim of 8 GPUs, not the gang of 248), is
+    nominated to its node, and bound there once it is gone."""
+    world, evictor = world_with_evictor()
+    fill(world, "gang", 31)
+    world.cache.put_pod(single("lone", 0))
+    world.cycle()
+    lone_node = world.bound("lone")["lone"]
+    world.cache.put_pod(single("urgent", 100))
+    world.cycle()
+    assert evictor.evicted == [f"{NS}/lone"]
+    assert evictor.nominated == [(f"{NS}/urgent", lone_node)]
+    assert "Preempted" in world.recorder.reasons("lone")
+    world.cycle(2)  # the victim still terminating: nothing more evicted
+    assert evictor.evicted == [f"{NS}/lone"]
+    gone(world, evictor.evicted)
+    pod = world.cache.pods[f"{NS}/urgent"]
+    world.cache.put_pod(replace(pod, nominated_node=lone_node))  # the patch, via the watch
+    world.cycle()
+    assert world.bound("urgent") == {"urgent": lone_node}

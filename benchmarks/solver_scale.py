@@ -26,6 +26,8 @@ from typing import Any
 
 from gcpause import gc_paused
 from solver.request import GangRequest, Member, PodShape, SolverConfig, SubGroup
+from solver.result import Placement
+from solver.slices import slice_level, slices_whole
 from solver.solve import solve
 from topology.presets import resolve_preset
 from topology.records import node_from_json, pod_from_json
@@ -74,7 +76,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     config = SolverConfig(algorithm=algorithm, time_limit_s=args.time_limit,
                                           seed=0, workers=1)
                     t0 = time.perf_counter()
-                    result = solve(gang(size, gpus, slice_size), snapshot, config)
+                    request = gang(size, gpus, slice_size)
+                    result = solve(request, snapshot, config)
                     elapsed = time.perf_counter() - t0
                     row: dict[str, Any] = {
                         "nodes": nodes, "seed": seed, "gang": size, "gpus_per_pod": gpus,
@@ -90,6 +93,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         row["ring_hops"] = result.metrics.ring_hops
                         row["max_distance"] = result.metrics.max_distance
                         row["stages"] = [list(s) for s in result.solver.stages]
+                        if slice_size:
+                            level = slice_level(tree, request)
+                            assert level is not None and isinstance(result, Placement)
+                            row["slices_whole"] = slices_whole(tree, request, level, result)
                     else:
                         row["reason"] = result.reason
                     print(json.dumps(row), flush=True)
@@ -143,6 +150,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             total += 1
             if [gr["domains_used"][k] for k in keys] > [cp["domains_used"][k] for k in keys]:
                 worse += 1
+    sliced = [r for r in rows if "slices_whole" in r]
+    if sliced:
+        broken = sum(1 for r in sliced if not r["slices_whole"])
+        out.append(f"placed sliced gangs with a slice split over two domains: {broken}/"
+                   f"{len(sliced)}")
     if total:
         out.append(f"greedy uses more domains than CP-SAT (lexicographically) in {worse}/"
                    f"{total} placed cases ({100 * worse / total:.0f}%)")

@@ -238,17 +238,23 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
     return run, racks
 
 
+def start_phalanx(cluster: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
+    """`phalanx run` on the cluster, ready; and its explain API's URL."""
+    explain = f"http://127.0.0.1:{_free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
+         str(cluster.kubeconfig), "--http-address", explain.removeprefix("http://")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _ready(explain), 60, "phalanx ready")
+    return process, explain
+
+
 def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
                   sizes: list[int], cpu_pods: int, slice_pods: int = 0) -> SchedulerRun:
     result = SchedulerRun(scheduler)
     process, explain = None, None
     if scheduler == "phalanx":
-        explain = f"http://127.0.0.1:{_free_port()}"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
-             str(cluster.kubeconfig), "--http-address", explain.removeprefix("http://")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: _ready(explain), 60, "phalanx ready")
+        process, explain = start_phalanx(cluster)
     times, watcher = watch_pods(kube, NS)
     started = time.monotonic()
     try:

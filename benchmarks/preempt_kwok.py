@@ -5,9 +5,10 @@ same run.
 
     .venv/bin/python -m benchmarks.preempt_kwok [--nodes 5000] [--fill 10] [--size 256]
 
-For each scheduler: `--fill` low-priority StatefulSets (8-GPU pods, priority 10) fill
-every node, placed by that scheduler; then one StatefulSet of `--size` 8-GPU pods at
-priority 1000 (terminationGracePeriodSeconds 1; KWOK deletes a terminating pod at once).
+For each scheduler, on a fresh cluster of its own: `--fill` low-priority StatefulSets
+(8-GPU pods, priority 10) fill every node, placed by that scheduler, and wait until KWOK
+has marked them all Running; then one StatefulSet of `--size` 8-GPU pods at priority
+1000 (terminationGracePeriodSeconds 1; KWOK deletes a terminating pod at once).
 Reported: arrival-to-all-bound seconds, pods evicted, victim StatefulSets touched, and
 layer-3 domains the gang ended in. JSON on the last line, a table before it.
 """
@@ -102,6 +103,17 @@ def run_one(kube: KubeClient, cluster: LocalCluster, scheduler: str, nodes: int,
         _clear(kube)
 
 
+def _prepare(cluster: LocalCluster, nodes: int) -> KubeClient:
+    cluster.up()
+    kube = cluster.kube()
+    populate(kube, ClusterSpec(nodes=nodes, occupancy=0.0, seed=5))
+    wait_until(lambda: sum(1 for n in kube.list_all(NODES.path())[0] if schedulable(n))
+               == nodes, 180, "nodes schedulable")
+    ensure_namespace(kube, NS)
+    _classes(kube)
+    return kube
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,23 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--schedulers", default="phalanx,kube-scheduler")
     args = parser.parse_args(argv)
-    cluster = LocalCluster(name="phalanx-bench-preempt")
-    cluster.down()
     rows = []
-    try:
-        cluster.up()
-        kube = cluster.kube()
-        populate(kube, ClusterSpec(nodes=args.nodes, occupancy=0.0, seed=5))
-        wait_until(lambda: sum(1 for n in kube.list_all(NODES.path())[0]
-                               if schedulable(n)) == args.nodes, 180, "nodes schedulable")
-        ensure_namespace(kube, NS)
-        _classes(kube)
-        for scheduler in args.schedulers.split(","):
+    # Each scheduler on a cluster of its own: after thousands of pods deleted, the next
+    # scheduler would start in its own backoff (kube-scheduler's unschedulable queue).
+    for scheduler in args.schedulers.split(","):
+        cluster = LocalCluster(name="phalanx-bench-preempt")
+        cluster.down()
+        try:
+            kube = _prepare(cluster, args.nodes)
             row = run_one(kube, cluster, scheduler, args.nodes, args.fill, args.size)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    finally:
-        cluster.down()
+        finally:
+            cluster.down()
     print("| scheduler | arrival to all bound (s) | pods evicted | victim StatefulSets | "
           "layer-3 domains |")
     print("|---|---|---|---|---|")

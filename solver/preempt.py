@@ -104,7 +104,8 @@ class Preemption:
     status: str
     """OPTIMAL when every stage of the cost was proven, else FEASIBLE."""
     runner_up: VictimSet | None
-    """The next cheapest set (explain shows it), when there is one."""
+    """The next cheapest set (explain shows it), when there is one and the time limit
+    left room to search for it."""
     candidates: int
     solve_s: float
 
@@ -165,7 +166,9 @@ def choose_victims(request: GangRequest, snapshot: TopologySnapshot,
         vset = VictimSet(victims, cost_of(victims, accelerators))
         placement = solve(request, without(snapshot, vset.pods), config)
         if isinstance(placement, Placement):
-            runner = model.runner_up(cuts, chosen, config)
+            # The runner-up is for explain: searched only with time left in the limit.
+            left = config.time_limit_s - (time.perf_counter() - started)
+            runner = model.runner_up(cuts, chosen, config) if left >= MIN_STAGE_S else None
             runner_set = None
             if runner is not None:
                 others = tuple(pool[i] for i in sorted(runner))

@@ -39,7 +39,7 @@ from enum import Enum
 import numpy as np
 from ortools.sat.python import cp_model
 
-from solver.cpsat.common import configure
+from solver.cpsat.common import clear_hints, configure
 from solver.filters import fit_shape
 from solver.request import GangRequest, PodShape, SolverConfig
 from solver.result import Placement
@@ -373,7 +373,7 @@ class _VictimModel:
             value = round(solver.objective_value)
             values.append(value)
             chosen = frozenset(v for v in range(self.count) if solver.boolean_value(x[v]))
-            model.clear_hints()  # type: ignore[no-untyped-call]
+            clear_hints(model)
             for v in range(self.count):
                 model.add_hint(x[v], v in chosen)
             model.add(objective <= value)

@@ -43,6 +43,11 @@ def configure(solver: cp_model.CpSolver, config: SolverConfig, seconds: float, *
         params.max_presolve_iterations = 1
 
 
+def clear_hints(model: cp_model.CpModel) -> None:
+    """OR-Tools' `CpModel.clear_hints` carries no annotations; the one untyped call."""
+    model.clear_hints()  # type: ignore[no-untyped-call]
+
+
 def add_tree_links(model: cp_model.CpModel, parent_of: tuple[IntArray, ...],
                    used: dict[tuple[int, int], cp_model.IntVar], top_level: int) -> None:
     """A used domain's parent is used; a used parent has a used child (levels 0..top)."""

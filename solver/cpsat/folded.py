@@ -45,6 +45,7 @@ from solver.cpsat.common import (
     PROVEN_BY_ENUMERATION,
     CpsatResult,
     add_tree_links,
+    clear_hints,
     configure,
 )
 from solver.greedy import pick
@@ -374,7 +375,7 @@ class _Deepening:
         return out
 
     def hint(self, built: _Model, loads: Loads, rack_stage: bool) -> None:
-        built.model.clear_hints()  # type: ignore[no-untyped-call]
+        clear_hints(built.model)
         for (level, domain), var in built.used.items():
             built.model.add_hint(var, loads[level].get(domain, 0) > 0)
         if rack_stage:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from solver.cpsat.common import PROVEN_BY_BOUND, configure
+from solver.cpsat.common import PROVEN_BY_BOUND, clear_hints, configure
 from solver.request import SolverConfig
 
 
@@ -81,7 +81,7 @@ def run_stages(model: cp_model.CpModel, stages: Sequence[Stage],
 
 def _hint(model: cp_model.CpModel, variables: Sequence[cp_model.IntVar],
           values: dict[int, int] | None) -> None:
-    model.clear_hints()  # type: ignore[no-untyped-call]
+    clear_hints(model)
     if values is not None:
         for var in variables:
             if var.index in values:

@@ -12,7 +12,13 @@ An assumed pod counts against its node at once, so the next cycle cannot hand th
 room to another gang; a pod the watch shows bound is never forgotten.
 
 `snapshot()` is the only way placement sees the cache: an immutable TopologySnapshot.
-The domain tree is rebuilt only when a node changed (its generation moved).
+The domain tree is rebuilt only when a node changed (its generation moved). What bound
+pods use per node is kept up to date event by event (a fleet has a million pods: summing
+them for every snapshot would cost seconds per cycle).
+
+Pods arrive from the watch as WirePods (`topology.records.PodWire`: only the fields
+placement reads, decoded straight from the API server's bytes) or, from tests and files,
+as plain dicts; both become the same PodRecords.
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ from typing import Any
 from gcpause import gc_paused
 from kube.resources import NAMESPACES, Resource
 from topology.presets import Preset
-from topology.records import NodeRecord, PodRecord, RecordError, node_from_json, pod_from_json
+from topology.records import (
+    NodeRecord,
+    PodRecord,
+    PodWire,
+    RecordError,
+    WirePod,
+    node_from_json,
+)
 from topology.snapshot import DomainTree, TopologySnapshot, build_tree, snapshot_of
 
 Raw = dict[str, Any]
@@ -101,19 +114,24 @@ class ClusterCache:
         self.freed = 0
         """Counts room given back, so a gang that did not fit knows when to look again."""
         self._tree: tuple[int, DomainTree] | None = None
+        self.pod_wire = PodWire()
+        """Decodes the pod watch's bytes and parses pods (shared parts remembered)."""
+        self._bound: dict[str, tuple[str, PodRecord]] = {}
+        """Pod key -> (node, pod) of every pod that consumes capacity (bound, unfinished)."""
+        self._bound_usage: dict[str, dict[str, int]] = {}
+        """Node -> the summed requests of its bound unfinished pods."""
+        self._nominated: dict[str, PodRecord] = {}
+        """Unbound unfinished pods a preemption nominated for a node."""
 
     # -- updates, as a watch delivers them --------------------------------------------
-    def _parse(self, kind: str, raw: Raw, parse: Callable[[Raw], Any]) -> Any | None:
+    def _parse(self, kind: str, raw: Any, parse: Callable[[Any], Any]) -> Any | None:
         try:
             record = parse(raw)
         except RecordError as exc:
-            meta = raw.get("metadata") or {}
-            namespace, name = meta.get("namespace") or "default", str(meta.get("name"))
+            namespace, name, uid, scheduler_name = _identity(raw)
             if kind == "pod":
-                self.bad_pods[f"{namespace}/{name}"] = BadPod(
-                    namespace, name, str(meta.get("uid") or ""),
-                    str((raw.get("spec") or {}).get("schedulerName") or "default-scheduler"),
-                    str(exc))
+                self.bad_pods[f"{namespace}/{name}"] = BadPod(namespace, name, uid,
+                                                              scheduler_name, str(exc))
             else:
                 self.bad_objects[f"{kind}/{namespace}/{name}"] = str(exc)
             return None
@@ -121,7 +139,7 @@ class ClusterCache:
             self.bad_pods.pop(record.key, None)
         return record
 
-    def _parse_all(self, kind: str, items: list[Raw], parse: Callable[[Raw], Any]) -> list[Any]:
+    def _parse_all(self, kind: str, items: list[Any], parse: Callable[[Any], Any]) -> list[Any]:
         with gc_paused():
             records = [self._parse(kind, item, parse) for item in items]
         return [r for r in records if r is not None]
@@ -150,28 +168,30 @@ class ClusterCache:
             self.node_generation += 1
         self.on_change(Change.NODES)
 
-    def parse_pods(self, items: list[Raw]) -> list[PodRecord]:
-        return self._parse_all("pod", items, pod_from_json)
+    def parse_pods(self, items: list[Raw | WirePod]) -> list[PodRecord]:
+        return self._parse_all("pod", items, self.pod_wire.record)
 
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
             self.pods = {r.key: r for r in records}
             self.bad_pods = {k: b for k, b in self.bad_pods.items() if k not in self.pods}
+            self._bound, self._bound_usage, self._nominated = {}, {}, {}
+            for record in self.pods.values():
+                self._index(record.key, None, record)
             self._confirm_assumed()
             self.freed += 1
         self.on_change(Change.FREED)
 
-    def pod_event(self, kind: str, raw: Raw) -> None:
-        meta = raw.get("metadata") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    def pod_event(self, kind: str, raw: Raw | WirePod) -> None:
+        key = raw.key() if isinstance(raw, WirePod) else _key(raw)
         with self.lock:
             if kind == "DELETED":
-                self.pods.pop(key, None)
+                self._index(key, self.pods.pop(key, None), None)
                 self.assumed.pop(key, None)
                 self.bad_pods.pop(key, None)
                 self.freed += 1
             else:
-                record = self._parse("pod", raw, pod_from_json)
+                record = self._parse("pod", raw, self.pod_wire.record)
                 if record is None:
                     return
                 self.put_pod(record)
@@ -180,12 +200,36 @@ class ClusterCache:
 
     def put_pod(self, record: PodRecord) -> None:
         with self.lock:
+            self._index(record.key, self.pods.get(record.key), record)
             self.pods[record.key] = record
             if record.node_name or record.terminal:
                 # Only this pod's assumption can end here; expired ones are swept when
                 # usage is read. (Sweeping all on every event cost O(assumed) per event:
                 # ~3M steps while a 1,024-pod gang was bound.)
                 self.assumed.pop(record.key, None)
+
+    def _index(self, key: str, old: PodRecord | None, new: PodRecord | None) -> None:
+        """Moves a pod's share of its node's usage from `old` to `new` (either None)."""
+        if old is not None and old.consumes_capacity:
+            del self._bound[key]
+            self._charge(old.node_name, old.requests, -1)
+        if new is not None and new.consumes_capacity:
+            self._bound[key] = (new.node_name, new)
+            self._charge(new.node_name, new.requests, 1)
+        self._nominated.pop(key, None)
+        if new is not None and new.nominated_node and not new.node_name and not new.terminal:
+            self._nominated[key] = new
+
+    def _charge(self, node: str, requests: dict[str, int], sign: int) -> None:
+        slot = self._bound_usage.setdefault(node, {})
+        for name, amount in requests.items():
+            total = slot.get(name, 0) + sign * amount
+            if total:
+                slot[name] = total
+            else:
+                slot.pop(name, None)  # as if summed afresh: no resource at 0
+        if not slot:
+            del self._bound_usage[node]
 
     def install_objects(self, resource: Resource, items: list[Raw]) -> None:
         with self.lock:
@@ -297,31 +341,42 @@ class ClusterCache:
         it) and every held planned pod, except the pods in `exclude` (the gang being
         placed: its own nominations) and the room `own_holds` (that gang) holds."""
         with self.lock:
-            self._confirm_assumed()
-            self._expire_holds()
-            on_nodes = []
-            held = {pod.key for owner, hold in self.holds.items() for pod, _ in hold.entries}
-            for pod in self.pods.values():
-                if pod.consumes_capacity:
-                    on_nodes.append((pod.node_name, pod))
-                elif (pod.nominated_node and not pod.node_name and not pod.terminal
-                      and pod.key not in self.assumed and pod.key not in exclude
-                      and pod.key not in held):  # a preemptor's held room counts once
-                    on_nodes.append((pod.nominated_node, pod))
-            on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
-            on_nodes += [(node, pod) for owner, hold in self.holds.items()
-                         if owner != own_holds for pod, node in hold.entries]
+            return list(self._bound.values()) + self._unbound_placed(exclude, own_holds)
+
+    def _unbound_placed(self, exclude: frozenset[str],
+                        own_holds: str | None) -> list[tuple[str, PodRecord]]:
+        """placed() less the bound pods: the few entries not kept in `_bound_usage`."""
+        self._confirm_assumed()
+        self._expire_holds()
+        held = {pod.key for owner, hold in self.holds.items() for pod, _ in hold.entries}
+        on_nodes = [(pod.nominated_node, pod) for key, pod in self._nominated.items()
+                    # a preemptor's held room counts once
+                    if key not in self.assumed and key not in exclude and key not in held]
+        on_nodes += [(a.node, a.pod) for a in self.assumed.values()]
+        on_nodes += [(node, pod) for owner, hold in self.holds.items()
+                     if owner != own_holds for pod, node in hold.entries]
         return on_nodes
 
     def usage(self, placed: list[tuple[str, PodRecord]] | None = None
               ) -> dict[str, dict[str, int]]:
-        """Requests of every bound unfinished pod plus every assumed pod, per node."""
+        """Requests of every bound unfinished pod plus every assumed pod, per node (of
+        `placed` instead, when given)."""
+        if placed is None:
+            return self._usage_and_placed(frozenset(), None)[0]
         used: dict[str, dict[str, int]] = {}
-        for node, pod in self.placed() if placed is None else placed:
-            slot = used.setdefault(node, {})
-            for name, amount in pod.requests.items():
-                slot[name] = slot.get(name, 0) + amount
+        _add_usage(used, placed)
         return used
+
+    def _usage_and_placed(self, exclude: frozenset[str], own_holds: str | None
+                          ) -> tuple[dict[str, dict[str, int]], list[tuple[str, PodRecord]]]:
+        """usage() and placed() read together: the bound pods' usage is copied from the
+        running sums, only the few unbound entries are added up."""
+        with self.lock:
+            used = {node: dict(slot) for node, slot in self._bound_usage.items()}
+            extra = self._unbound_placed(exclude, own_holds)
+            placed = list(self._bound.values()) + extra
+        _add_usage(used, extra)
+        return used, placed
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         with self.lock:
@@ -339,8 +394,28 @@ class ClusterCache:
             nodes = list(self.nodes.values())
         if self._tree is None or self._tree[0] != generation:
             self._tree = (generation, build_tree(nodes, self.preset))
-        placed = self.placed(exclude, own_holds)
-        return snapshot_of(self._tree[1], self.usage(placed), placed, self.namespace_labels())
+        used, placed = self._usage_and_placed(exclude, own_holds)
+        return snapshot_of(self._tree[1], used, placed, self.namespace_labels())
+
+
+def _add_usage(used: dict[str, dict[str, int]], placed: list[tuple[str, PodRecord]]) -> None:
+    for node, pod in placed:
+        slot = used.setdefault(node, {})
+        for name, amount in pod.requests.items():
+            slot[name] = slot.get(name, 0) + amount
+
+
+def _identity(raw: Raw | WirePod) -> tuple[str, str, str, str]:
+    """(namespace, name, uid, schedulerName) of an object that could not be parsed."""
+    if isinstance(raw, WirePod):
+        meta, spec = raw.metadata, raw.spec
+        return (str((meta.namespace if meta else None) or "default"),
+                str(meta.name if meta else None), str((meta.uid if meta else None) or ""),
+                str((spec.schedulerName if spec else None) or "default-scheduler"))
+    found = raw.get("metadata") or {}
+    return (str(found.get("namespace") or "default"), str(found.get("name")),
+            str(found.get("uid") or ""),
+            str((raw.get("spec") or {}).get("schedulerName") or "default-scheduler"))
 
 
 def _key(raw: Raw) -> str:

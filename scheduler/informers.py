@@ -54,7 +54,7 @@ class Informers:
                     on_replace=cache.install_nodes, on_event=cache.node_event),
             Watcher(self.kube, PODS.path(), name="pods", convert=cache.parse_pods,
                     on_replace=cache.install_pods, on_event=cache.pod_event,
-                    query={"fieldSelector": UNFINISHED}),
+                    wire=cache.pod_wire, query={"fieldSelector": UNFINISHED}),
         ]
         # Namespaces (for namespaceSelector), and the claims, volumes and classes that
         # volume binding reads: small next to pods, always served.

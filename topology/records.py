@@ -8,17 +8,42 @@ the field, so one bad object is reported instead of poisoning a whole list.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+import orjson
+
 from topology.errors import RecordError
-from topology.podrules import NO_RULES, NO_VOLUMES, InterPod, Volumes, inter_pod, volumes
+from topology.podrules import (
+    IN_TREE_DISKS,
+    NO_RULES,
+    NO_VOLUMES,
+    InterPod,
+    Volumes,
+    inter_pod,
+    volumes,
+)
 from topology.quantity import to_units
 from topology.selectors import Requirement, SelectorTerm, parse_node_terms
 
-__all__ = ["BLOCKING_EFFECTS", "NodeRecord", "OwnerRef", "PodRecord", "RecordError",
-           "Requirement", "SelectorTerm", "Taint", "Toleration", "node_from_json",
-           "pod_from_json"]
+__all__ = [
+    "BLOCKING_EFFECTS",
+    "NodeRecord",
+    "OwnerRef",
+    "PodRecord",
+    "PodWire",
+    "RecordError",
+    "Requirement",
+    "SelectorTerm",
+    "Taint",
+    "Toleration",
+    "WirePod",
+    "node_from_json",
+    "pod_from_json",
+]
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -238,8 +263,7 @@ def _tolerations(obj: str, spec: dict[str, Any]) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
-def _scheduling_group(obj: str, spec: dict[str, Any]) -> str:
-    group = spec.get("schedulingGroup")
+def _scheduling_group(obj: str, group: Any) -> str:
     if group is None:
         return ""
     name = group.get("podGroupName") if isinstance(group, dict) else None
@@ -248,13 +272,84 @@ def _scheduling_group(obj: str, spec: dict[str, Any]) -> str:
     return name
 
 
-def _gates(obj: str, spec: dict[str, Any]) -> tuple[str, ...]:
+def _gates(obj: str, gates: Any) -> tuple[str, ...]:
     out = []
-    for index, gate in enumerate(spec.get("schedulingGates") or ()):
+    for index, gate in enumerate(gates or ()):
         if not isinstance(gate, dict) or not isinstance(gate.get("name"), str):
             raise RecordError(obj, f"spec.schedulingGates[{index}]", "a gate with a name", gate)
         out.append(gate["name"])
     return tuple(out)
+
+
+def _owner(refs: Any) -> OwnerRef | None:
+    owner = None
+    for ref in refs or ():
+        if isinstance(ref, dict) and ref.get("controller"):
+            owner = OwnerRef(str(ref.get("kind")), str(ref.get("name")), str(ref.get("uid", "")),
+                             str(ref.get("apiVersion", "")))
+    return owner
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """What a pod's template decides (identical for every pod of one DaemonSet,
+    ReplicaSet or StatefulSet revision): the wire path computes each once per distinct
+    JSON and shares it between pods."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    owner: OwnerRef | None
+    requests: dict[str, int]
+    affinity: tuple[SelectorTerm, ...]
+    preferred: bool
+    tolerations: tuple[Toleration, ...]
+    inter_pod: InterPod
+    volumes: Volumes
+
+
+def _record(obj: str, namespace: str, name: str, parts: _Parts, *, uid: Any, node_name: Any,
+            scheduler_name: Any, phase: Any, priority: Any, created: Any, deletion: Any,
+            version: Any, nominated: Any, policy: Any, node_selector: Any, gates: Any,
+            group: Any) -> PodRecord:
+    """The one place a PodRecord is assembled and its per-pod scalars checked, for both
+    the dict path (`pod_from_json`) and the wire path (`PodWire`)."""
+    priority = priority or 0
+    if not isinstance(priority, int):
+        raise RecordError(obj, "spec.priority", "an integer", priority)
+    policy = policy or "PreemptLowerPriority"
+    if policy not in ("PreemptLowerPriority", "Never"):
+        raise RecordError(obj, "spec.preemptionPolicy", "PreemptLowerPriority or Never", policy)
+    return PodRecord(
+        namespace=namespace,
+        name=name,
+        uid=str(uid or ""),
+        node_name=_intern(str(node_name or "")),
+        scheduler_name=_intern(str(scheduler_name or "default-scheduler")),
+        phase=_intern(str(phase or "Pending")),
+        requests=parts.requests,
+        labels=parts.labels,
+        annotations=parts.annotations,
+        owner=parts.owner,
+        priority=priority,
+        created=str(created or ""),
+        node_selector=_str_map(obj, "spec.nodeSelector", node_selector) or _EMPTY,
+        affinity=parts.affinity,
+        tolerations=parts.tolerations,
+        deleting=bool(deletion),
+        resource_version=str(version or ""),
+        scheduling_gates=_gates(obj, gates) if gates else (),
+        inter_pod=parts.inter_pod,
+        volumes=parts.volumes,
+        nominated_node=str(nominated or ""),
+        preemption_policy=_intern(policy),
+        preferred_node_affinity=parts.preferred,
+        scheduling_group=_scheduling_group(obj, group),
+    )
+
+
+_EMPTY: dict[str, str] = {}
+"""Shared by every record without labels, annotations or a nodeSelector (records are
+read-only)."""
 
 
 def pod_from_json(raw: dict[str, Any]) -> PodRecord:
@@ -264,42 +359,251 @@ def pod_from_json(raw: dict[str, Any]) -> PodRecord:
         raise RecordError("pod", "metadata.name", "a non-empty string", name)
     obj = f"pod {namespace}/{name}"
     spec, status = raw.get("spec") or {}, raw.get("status") or {}
-    owner = None
-    for ref in meta.get("ownerReferences") or ():
-        if isinstance(ref, dict) and ref.get("controller"):
-            owner = OwnerRef(str(ref.get("kind")), str(ref.get("name")), str(ref.get("uid", "")),
-                             str(ref.get("apiVersion", "")))
-    priority = spec.get("priority") or 0
-    if not isinstance(priority, int):
-        raise RecordError(obj, "spec.priority", "an integer", priority)
     labels = _str_map(obj, "metadata.labels", meta.get("labels"))
     affinity, preferred = _affinity(obj, spec) if spec.get("affinity") else ((), False)
-    policy = spec.get("preemptionPolicy") or "PreemptLowerPriority"
-    if policy not in ("PreemptLowerPriority", "Never"):
-        raise RecordError(obj, "spec.preemptionPolicy", "PreemptLowerPriority or Never", policy)
-    return PodRecord(
-        namespace=namespace,
-        name=name,
-        uid=str(meta.get("uid") or ""),
-        node_name=str(spec.get("nodeName") or ""),
-        scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
-        phase=str(status.get("phase") or "Pending"),
-        requests=effective_requests(obj, spec),
-        labels=labels,
-        annotations=_str_map(obj, "metadata.annotations", meta.get("annotations")),
-        owner=owner,
-        priority=priority,
-        created=str(meta.get("creationTimestamp") or ""),
-        node_selector=_str_map(obj, "spec.nodeSelector", spec.get("nodeSelector")),
-        affinity=affinity,
-        tolerations=_tolerations(obj, spec),
-        deleting=bool(meta.get("deletionTimestamp")),
-        resource_version=str(meta.get("resourceVersion") or ""),
-        scheduling_gates=_gates(obj, spec),
-        inter_pod=inter_pod(obj, spec, labels),
-        volumes=volumes(obj, name, spec),
-        nominated_node=str(status.get("nominatedNodeName") or ""),
-        preemption_policy=policy,
-        preferred_node_affinity=preferred,
-        scheduling_group=_scheduling_group(obj, spec),
-    )
+    parts = _Parts(labels, _str_map(obj, "metadata.annotations", meta.get("annotations")),
+                   _owner(meta.get("ownerReferences")), effective_requests(obj, spec),
+                   affinity, preferred, _tolerations(obj, spec),
+                   inter_pod(obj, spec, labels), volumes(obj, name, spec))
+    return _record(obj, namespace, name, parts, uid=meta.get("uid"),
+                   node_name=spec.get("nodeName"), scheduler_name=spec.get("schedulerName"),
+                   phase=status.get("phase"), priority=spec.get("priority"),
+                   created=meta.get("creationTimestamp"), deletion=meta.get("deletionTimestamp"),
+                   version=meta.get("resourceVersion"),
+                   nominated=status.get("nominatedNodeName"),
+                   policy=spec.get("preemptionPolicy"), node_selector=spec.get("nodeSelector"),
+                   gates=spec.get("schedulingGates"), group=spec.get("schedulingGroup"))
+
+
+_intern = sys.intern
+"""Node names, phases and scheduler names repeat across a million pods: one copy each."""
+
+
+# -- the wire path: pods straight from the API server's bytes ----------------------------
+#
+# A pod as the API server sends it is ~4-9 KB of JSON (managedFields, env, probes, mounts,
+# container statuses), of which placement reads a few hundred bytes. Decoding all of it
+# into dicts (orjson) and then reading it costs ~100 us per pod: 100 s for a million.
+# msgspec decodes into the structs below and skips every other field without building
+# it; the sections records read from are kept as raw JSON, decoded only the first time
+# that exact JSON is seen (pods of one template share it) and parsed by the same helpers
+# as `pod_from_json` above. Every field `pod_from_json` reads must be named here
+# (tests/unit/test_records.py compares both paths on real API server pods).
+
+_NO_RAW = msgspec.Raw()
+
+
+class _WireMeta(msgspec.Struct, gc=False):
+    name: Any = None
+    namespace: Any = None
+    uid: Any = None
+    resourceVersion: Any = None
+    creationTimestamp: Any = None
+    deletionTimestamp: Any = None
+    labels: msgspec.Raw = _NO_RAW
+    annotations: msgspec.Raw = _NO_RAW
+    ownerReferences: msgspec.Raw = _NO_RAW
+
+
+class _WireAffinity(msgspec.Struct, gc=False):
+    nodeAffinity: msgspec.Raw = _NO_RAW
+    podAffinity: msgspec.Raw = _NO_RAW
+    podAntiAffinity: msgspec.Raw = _NO_RAW
+
+
+class _WireSpec(msgspec.Struct, gc=False):
+    nodeName: Any = None
+    schedulerName: Any = None
+    priority: Any = None
+    preemptionPolicy: Any = None
+    nodeSelector: Any = None
+    schedulingGates: Any = None
+    schedulingGroup: Any = None
+    affinity: _WireAffinity | None = None
+    tolerations: msgspec.Raw = _NO_RAW
+    containers: msgspec.Raw = _NO_RAW
+    initContainers: msgspec.Raw = _NO_RAW
+    resources: msgspec.Raw = _NO_RAW
+    overhead: msgspec.Raw = _NO_RAW
+    volumes: msgspec.Raw = _NO_RAW
+    resourceClaims: msgspec.Raw = _NO_RAW
+    topologySpreadConstraints: msgspec.Raw = _NO_RAW
+
+
+class _WireStatus(msgspec.Struct, gc=False):
+    phase: Any = None
+    nominatedNodeName: Any = None
+
+
+class WirePod(msgspec.Struct, gc=False):
+    """A pod (or, in a watch ERROR event, a Status: `status` is then a string and
+    `code`, `reason`, `message` are set) with only what placement reads."""
+
+    metadata: _WireMeta | None = None
+    spec: _WireSpec | None = None
+    status: _WireStatus | str | None = None
+    code: Any = None
+    reason: Any = None
+    message: Any = None
+
+    def key(self) -> str:
+        meta = self.metadata
+        if meta is None:
+            return "default/None"
+        return f"{meta.namespace or 'default'}/{meta.name}"
+
+
+class _WireListMeta(msgspec.Struct, gc=False):
+    resourceVersion: str = ""
+    # "continue" is a Python keyword: renamed on the wire.
+    next: str = msgspec.field(default="", name="continue")
+
+
+class _WireList(msgspec.Struct, gc=False):
+    metadata: _WireListMeta = msgspec.field(default_factory=_WireListMeta)
+    items: list[WirePod] = msgspec.field(default_factory=list)
+
+
+class _WireEvent(msgspec.Struct, gc=False):
+    type: str = ""
+    object: WirePod = msgspec.field(default_factory=WirePod)
+
+
+_VOLUME_MARKERS = (b'"persistentVolumeClaim"', b'"ephemeral"',
+                   *(f'"{kind}"'.encode() for kind in IN_TREE_DISKS))
+"""A pod's volumes can tie it to nodes only through these fields. The API server (Go's
+encoder) writes field names verbatim, so volumes whose JSON holds none of them need no
+parsing: most pods only mount a service-account token, under a random name."""
+_MEMO_CAP = 1 << 18
+"""Distinct JSON sections remembered per kind; a DaemonSet's node affinity differs per
+node, so this holds one entry per node of a 100k-node fleet and more."""
+_MISSING = object()
+
+
+def _loads(raw: msgspec.Raw | bytes) -> Any:
+    return orjson.loads(raw) if raw else None
+
+
+class PodWire:
+    """Decodes pod lists and pod watch events from the API server's bytes into WirePods
+    and turns those into PodRecords, sharing what pods of one template have in common
+    (the records are read-only, so one dict or tuple serves them all)."""
+
+    def __init__(self) -> None:
+        self._list = msgspec.json.Decoder(_WireList)
+        self._event = msgspec.json.Decoder(_WireEvent)
+        self._memo: dict[str, dict[Any, Any]] = {}
+
+    # -- bytes -> WirePods (kube.watch's WireFormat) ---------------------------------------
+    def page(self, data: bytes) -> tuple[list[Any], str, str]:
+        """(items, resourceVersion, continue token) of one page of a pod list. A page the
+        structs cannot take (a field of another type than the API's) falls back to plain
+        dicts, which `pod_from_json` reads and reports on pod by pod."""
+        try:
+            page = self._list.decode(data)
+        except msgspec.ValidationError:
+            raw = orjson.loads(data)
+            meta = raw.get("metadata") or {}
+            return (list(raw.get("items") or ()), str(meta.get("resourceVersion") or ""),
+                    str(meta.get("continue") or ""))
+        return page.items, page.metadata.resourceVersion, page.metadata.next
+
+    def event(self, line: bytes) -> tuple[str, Any]:
+        """(type, object) of one watch event line; the object is a WirePod, or a dict
+        where the structs cannot take it."""
+        try:
+            event = self._event.decode(line)
+        except msgspec.ValidationError:
+            raw = orjson.loads(line)
+            return str(raw.get("type")), raw.get("object") or {}
+        return event.type, event.object
+
+    @staticmethod
+    def version(obj: Any) -> str:
+        if isinstance(obj, WirePod):
+            return str(obj.metadata.resourceVersion or "") if obj.metadata else ""
+        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    @staticmethod
+    def error(obj: Any) -> tuple[int, str, str]:
+        if isinstance(obj, WirePod):
+            return int(obj.code or 500), str(obj.reason), str(obj.message)
+        return int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message"))
+
+    # -- WirePod -> PodRecord ----------------------------------------------------------------
+    def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        table = self._memo.setdefault(kind, {})
+        found = table.get(key, _MISSING)
+        if found is _MISSING:
+            found = compute()  # a RecordError names this pod and is not remembered
+            if len(table) >= _MEMO_CAP:
+                table.clear()
+            table[key] = found
+        return found
+
+    def record(self, pod: WirePod | dict[str, Any]) -> PodRecord:
+        if not isinstance(pod, WirePod):
+            return pod_from_json(pod)
+        meta, spec = pod.metadata or _WireMeta(), pod.spec or _WireSpec()
+        name, namespace = meta.name, meta.namespace or "default"
+        if not isinstance(name, str) or not name:
+            raise RecordError("pod", "metadata.name", "a non-empty string", name)
+        if not isinstance(namespace, str):
+            raise RecordError("pod", "metadata.namespace", "a string", namespace)
+        obj = f"pod {namespace}/{name}"
+        labels_raw = bytes(meta.labels)
+        labels = self._cached("labels", labels_raw, lambda: _str_map(
+            obj, "metadata.labels", _loads(labels_raw)) or _EMPTY)
+        annotations_raw = bytes(meta.annotations)
+        annotations = self._cached("annotations", annotations_raw, lambda: _str_map(
+            obj, "metadata.annotations", _loads(annotations_raw)) or _EMPTY)
+        owners = bytes(meta.ownerReferences)
+        owner = self._cached("owner", owners, lambda: _owner(_loads(owners)))
+        containers, init = bytes(spec.containers), bytes(spec.initContainers)
+        resources, overhead = bytes(spec.resources), bytes(spec.overhead)
+        requests = self._cached(
+            "requests", (containers, init, resources, overhead),
+            lambda: effective_requests(obj, {
+                "containers": _loads(containers), "initContainers": _loads(init),
+                "resources": _loads(resources), "overhead": _loads(overhead)}))
+        affinity = spec.affinity or _WireAffinity()
+        node_affinity = bytes(affinity.nodeAffinity)
+        terms, preferred = self._cached(
+            "node_affinity", node_affinity,
+            lambda: _affinity(obj, {"affinity": {"nodeAffinity": _loads(node_affinity)}})
+            if node_affinity not in (b"", b"null") else ((), False))
+        tolerations_raw = bytes(spec.tolerations)
+        tolerations = self._cached("tolerations", tolerations_raw, lambda: _tolerations(
+            obj, {"tolerations": _loads(tolerations_raw)}))
+        rules = self._inter_pod(obj, affinity, spec, containers, init, labels, labels_raw)
+        volume_list, claims = bytes(spec.volumes), bytes(spec.resourceClaims)
+        if claims in (b"", b"null", b"[]") and not any(
+                marker in volume_list for marker in _VOLUME_MARKERS):
+            pod_volumes = NO_VOLUMES
+        else:  # names ephemeral claims after the pod: not shared
+            pod_volumes = volumes(obj, name, {"volumes": _loads(volume_list),
+                                              "resourceClaims": _loads(claims)})
+        parts = _Parts(labels, annotations, owner, requests, terms, preferred, tolerations,
+                       rules, pod_volumes)
+        status = pod.status if isinstance(pod.status, _WireStatus) else _WireStatus()
+        return _record(obj, _intern(namespace), name, parts, uid=meta.uid,
+                       node_name=spec.nodeName, scheduler_name=spec.schedulerName,
+                       phase=status.phase, priority=spec.priority,
+                       created=meta.creationTimestamp, deletion=meta.deletionTimestamp,
+                       version=meta.resourceVersion, nominated=status.nominatedNodeName,
+                       policy=spec.preemptionPolicy, node_selector=spec.nodeSelector,
+                       gates=spec.schedulingGates, group=spec.schedulingGroup)
+
+    def _inter_pod(self, obj: str, affinity: _WireAffinity, spec: _WireSpec, containers: bytes,
+                   init: bytes, labels: dict[str, str], labels_raw: bytes) -> InterPod:
+        pod_affinity, anti = bytes(affinity.podAffinity), bytes(affinity.podAntiAffinity)
+        spread = bytes(spec.topologySpreadConstraints)
+        key: tuple[bytes, ...] = (pod_affinity, anti, spread, containers, init)
+        if any(b"LabelKeys" in part for part in key[:3]):
+            key += (labels_raw,)  # matchLabelKeys read the pod's own labels
+        rules: InterPod = self._cached("inter_pod", key, lambda: inter_pod(obj, {
+            "affinity": {"podAffinity": _loads(pod_affinity),
+                         "podAntiAffinity": _loads(anti)},
+            "topologySpreadConstraints": _loads(spread),
+            "containers": _loads(containers), "initContainers": _loads(init)}, labels))
+        return rules

@@ -1,0 +1,161 @@
+"""The wire path (PodWire: msgspec structs, shared template parts) must give the very
+records the dict path (`pod_from_json`) gives, for every field placement reads."""
+
+import copy
+import re
+
+import orjson
+import pytest
+
+from benchmarks.differential import corpus
+from topology.records import PodWire, RecordError, pod_from_json
+
+
+def rich_pod(name: str = "p-0", **spec_extra) -> dict:
+    container = {
+        "name": "main", "image": "x", "env": [{"name": "A", "value": "1"}],
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "8"},
+                      "limits": {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "32"}},
+        "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "TCP"}],
+    }
+    spec = {
+        "nodeName": "", "schedulerName": "phalanx", "priority": 1000,
+        "preemptionPolicy": "Never", "nodeSelector": {"pool": "gpu"},
+        "schedulingGates": [{"name": "wait"}], "schedulingGroup": {"podGroupName": "g"},
+        "containers": [container, {"name": "side", "resources": {"requests": {"cpu": "1"}}}],
+        "initContainers": [
+            {"name": "init", "resources": {"requests": {"cpu": "8"}}},
+            {"name": "sidecar", "restartPolicy": "Always",
+             "resources": {"requests": {"memory": "1Gi"}},
+             "ports": [{"containerPort": 9, "hostPort": 9090}]}],
+        "overhead": {"cpu": "250m"},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In",
+                                           "values": ["a", "b"]}]},
+                    {"matchFields": [{"key": "metadata.name", "operator": "In",
+                                      "values": ["n1"]}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "preference": {"matchExpressions": [
+                        {"key": "x", "operator": "Exists"}]}}]},
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "train"}},
+                 "topologyKey": "rack", "matchLabelKeys": ["job"]}]},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchExpressions": [
+                    {"key": "app", "operator": "In", "values": ["db"]}]},
+                 "topologyKey": "kubernetes.io/hostname", "namespaces": ["a"],
+                 "namespaceSelector": {"matchLabels": {"team": "x"}}}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "podAffinityTerm": {"topologyKey": "zone"}}]}},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                         "effect": "NoSchedule"}, {"operator": "Exists"}],
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app": "train"}}, "minDomains": 2,
+             "matchLabelKeys": ["job"], "nodeTaintsPolicy": "Honor"}],
+        "volumes": [
+            {"name": "kube-api-access-abcde", "projected": {"sources": []}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data-0"}},
+            {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+            {"name": "old", "awsElasticBlockStore": {"volumeID": "v"}}],
+        "resourceClaims": [{"name": "gpu-claim", "resourceClaimName": "c"}],
+        **spec_extra,
+    }
+    return {
+        "metadata": {
+            "name": name, "namespace": "ml", "uid": f"uid-{name}", "resourceVersion": "42",
+            "creationTimestamp": "2026-12-04T16:00:00Z",
+            "deletionTimestamp": "2026-12-04T16:01:00Z",
+            "labels": {"app": "train", "job": name[-1]}, "annotations": {"a": "b"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                 "name": "train", "uid": "u", "controller": True}],
+            "managedFields": [{"manager": "kube-controller-manager", "fieldsV1": {}}]},
+        "spec": spec,
+        "status": {"phase": "Running", "nominatedNodeName": "n2",
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def through_wire(wire: PodWire, pods: list[dict]) -> list:
+    """Each pod as the API server sends it: one list page, then one watch event each."""
+    page = orjson.dumps({"kind": "PodList", "metadata": {"resourceVersion": "7",
+                                                         "continue": "tok"},
+                         "items": pods})
+    items, version, token = wire.page(page)
+    assert (version, token) == ("7", "tok")
+    listed = [wire.record(item) for item in items]
+    watched = []
+    for pod in pods:
+        kind, obj = wire.event(orjson.dumps({"type": "MODIFIED", "object": pod}))
+        assert kind == "MODIFIED" and wire.version(obj) == pod["metadata"].get(
+            "resourceVersion", "")
+        watched.append(wire.record(obj))
+    assert listed == watched
+    return listed
+
+
+def test_wire_records_equal_dict_records_for_every_rule():
+    pods = [rich_pod("p-0"), rich_pod("p-1"), rich_pod("p-2", priority=None, volumes=None),
+            {"metadata": {"name": "bare"}}]
+    wire = PodWire()
+    # twice through one PodWire: the second pass is served from the shared parts
+    for _ in range(2):
+        assert through_wire(wire, pods) == [pod_from_json(p) for p in pods]
+
+
+def test_shared_parts_still_follow_each_pods_own_name_and_labels():
+    """Pods of one template share parsed parts, except what depends on the pod itself:
+    ephemeral claims are named after the pod, matchLabelKeys read its labels."""
+    a, b = through_wire(PodWire(), [rich_pod("p-1"), rich_pod("p-2")])
+    assert "p-1-scratch" in a.volumes.claims and "p-2-scratch" in b.volumes.claims
+    assert a.inter_pod != b.inter_pod  # matchLabelKeys: job=1 vs job=2
+    assert a.requests is b.requests and a.tolerations is b.tolerations
+
+
+def test_differential_corpus_pods_read_alike():
+    """Random pods of the differential corpus (every rule kube-scheduler checks)."""
+    pods = []
+    for case in corpus(60, 20261204):
+        pods += [case.pod, *case.existing]
+    assert through_wire(PodWire(), pods) == [pod_from_json(p) for p in pods]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), [
+    (("spec", "priority"), "high", "spec.priority"),
+    (("spec", "containers", 0, "resources", "requests", "cpu"), "lots",
+     "spec.containers[0].resources.requests.cpu"),
+    (("spec", "tolerations"), ["x"], "spec.tolerations[0]"),
+    (("metadata", "labels"), {"a": 1}, "metadata.labels"),
+])
+def test_bad_fields_are_named_alike_and_not_remembered(path, value, field):
+    bad = rich_pod("bad-1")
+    target = bad
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    with pytest.raises(RecordError, match=re.escape(field)) as from_dict:
+        pod_from_json(copy.deepcopy(bad))
+    wire = PodWire()
+    for name in ("bad-1", "bad-2"):  # the second is named too: errors are not cached
+        bad["metadata"]["name"] = name
+        items, _, _ = wire.page(orjson.dumps({"items": [bad]}))
+        with pytest.raises(RecordError, match=re.escape(field)) as from_wire:
+            wire.record(items[0])
+        assert f"pod ml/{name}" in str(from_wire.value)
+    assert str(from_wire.value).replace("bad-2", "bad-1") == str(from_dict.value)
+
+
+def test_error_events_and_odd_pages():
+    wire = PodWire()
+    kind, obj = wire.event(orjson.dumps({"type": "ERROR", "object": {
+        "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired",
+        "message": "too old"}}))
+    assert kind == "ERROR" and wire.error(obj) == (410, "Expired", "too old")
+    # a field of a type the API never sends: the page falls back to dicts, read pod by pod
+    odd = rich_pod("odd", affinity=[])
+    items, _, _ = wire.page(orjson.dumps({"items": [odd, rich_pod("fine")]}))
+    assert isinstance(items[0], dict)
+    assert [wire.record(i) for i in items] == [pod_from_json(odd),
+                                               pod_from_json(rich_pod("fine"))]

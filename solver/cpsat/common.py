@@ -14,6 +14,8 @@ from topology.snapshot import IntArray
 
 PROVEN_BY_BOUND = "OPTIMAL (bound)"
 PROVEN_BY_ENUMERATION = "OPTIMAL (enumerated)"
+PROVEN_BY_THRESHOLDS = "OPTIMAL (thresholds)"
+"""The rack count met the threshold decomposition's bound (cpsat/rackcount.py)."""
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,11 @@ from typing import Any
 import numpy as np
 from ortools.sat.python import cp_model
 
+from solver.cpsat import rackcount
 from solver.cpsat.common import (
     PROVEN_BY_BOUND,
     PROVEN_BY_ENUMERATION,
+    PROVEN_BY_THRESHOLDS,
     CpsatResult,
     add_tree_links,
     clear_hints,
@@ -137,6 +139,8 @@ class _Deepening:
         # One solver for every model of the run (creating one costs ~1 ms); its results
         # are copied out right after each solve.
         self.solver = cp_model.CpSolver()
+        self.rack_floor = 0
+        """A lower bound on the rack count learnt on the way (rackcount's)."""
 
     # -- candidates ----------------------------------------------------------------
     def candidates(self, frontier: Frontier, level: int) -> IntArray:
@@ -219,7 +223,7 @@ class _Deepening:
                     model.add(racks[group] >= flag)
             if self.instance.required == self.bottom:
                 model.add(sum(racks.values()) == 1)
-            bound = self.bounds.get(self.tree.levels[self.bottom])
+            bound = max(self.bounds.get(self.tree.levels[self.bottom]) or 0, self.rack_floor)
             if bound:
                 model.add(sum(racks.values()) >= bound)
         else:
@@ -352,7 +356,27 @@ class _Deepening:
             groups[parent].append((rack, int(self.caps[self.bottom][rack])))
         return groups
 
+    def fewest_racks(self, frontier: Frontier) -> rackcount.RackCount | None:
+        """The rack stage by threshold decomposition, where it applies: no caps to sum
+        (the clipped capacities are then the whole story), no slices, no required rack."""
+        instance = self.instance
+        if (self.bottom < 1 or instance.slices is not None or instance.caps_of(0)
+                or instance.required == self.bottom):
+            return None
+        return rackcount.fewest_racks(
+            self.tree, self.bottom - 1, frontier.viable, frontier.counts,
+            self.candidates(frontier, self.bottom), self.caps[self.bottom], self.need)
+
     # -- incumbents ----------------------------------------------------------------
+    def loads_from_racks(self, racks: dict[int, int]) -> Loads:
+        loads: Loads = [{} for _ in range(self.tree.depth)]
+        loads[self.bottom] = dict(racks)
+        for lvl in range(self.bottom - 1, -1, -1):
+            for domain, amount in loads[lvl + 1].items():
+                parent = int(self.tree.parent_of[lvl + 1][domain])
+                loads[lvl][parent] = loads[lvl].get(parent, 0) + amount
+        return loads
+
     def loads_from_plan(self, plan: NodePlan) -> Loads:
         loads: Loads = [defaultdict(int) for _ in range(self.tree.depth)]
         for node, count in plan.per_shape[0].items():
@@ -570,7 +594,16 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
     elif incumbent_racks is not None and incumbent_racks == bounds.get(rack_key):
         racks = incumbent_racks
         stages.append((rack_key, racks, PROVEN_BY_BOUND))
+    elif (fast := run.fewest_racks(frontier)) is not None and fast.proven:
+        racks = fast.bound
+        loads = run.loads_from_racks(fast.loads)
+        stages.append((rack_key, racks, PROVEN_BY_THRESHOLDS))
     else:
+        if fast is not None:  # not proven: its bound and any better incumbent help CP-SAT
+            run.rack_floor = fast.bound
+            if fast.racks is not None and (incumbent_racks is None
+                                           or fast.racks < incumbent_racks):
+                loads = run.loads_from_racks(fast.loads)
         outcome, frontier = _solve_stage(run, frontier, run.bottom, True,
                                          lambda built: [(1, v) for v in built.racks.values()],
                                          None, loads)

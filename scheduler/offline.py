@@ -33,11 +33,14 @@ def gang_of(docs: Sequence[Raw], pods: Sequence[PodRecord]) -> Gang:
     """The gang the manifest's first workload object defines. GangSpecError names the
     field of anything that cannot be used."""
     found = sources(None)
-    workload = next((d for d in docs if any(s.expand(d) is not None for s in found)), None)
+    # Each document expanded once: a 90,000-replica StatefulSet is 90,000 pods to build.
+    expanded = ((doc, [source.expand(doc) for source in found]) for doc in docs)
+    workload, expansions = next(((doc, pods) for doc, pods in expanded
+                                 if any(p is not None for p in pods)), (None, []))
     if workload is None:
         raise GangSpecError("gang manifest", "kind", "a StatefulSet, Job or PodGroup",
                             [d.get("kind") for d in docs])
-    members = [pod_from_json(pod) for source in found for pod in source.expand(workload) or ()]
+    members = [pod_from_json(pod) for pods in expansions for pod in pods or ()]
     everyone = [*members, *pods]
     metadata = meta(workload)
     key = GangKey(str(workload.get("kind")), metadata.get("namespace") or "default",

@@ -9,7 +9,6 @@ one-folder-per-framework integrations are the model); discovery knows only this 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -191,17 +190,20 @@ def pod_from_template(template: object, obj: str, field: str, *, name: str, name
                       owner: Raw | None = None) -> Raw:
     """A pod as a controller creates it from a pod template: the template's metadata and
     spec, with the controller's own labels and annotations added (`obj` and `field` name
-    the template when it is not a pod template)."""
+    the template when it is not a pod template).
+
+    The pod's `spec` *is* the template's spec, shared and never copied: every caller only
+    parses it (`pod_from_json` builds new containers for all it keeps), and a 90,000-pod
+    StatefulSet expanded with a deep copy per pod spent ~40 s of `phalanx place` copying."""
     if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
         raise GangSpecError(obj, field, "a pod template with a spec", template)
-    pod_meta = copy.deepcopy(template.get("metadata") or {})
-    pod_meta.update(name=name, namespace=namespace,
-                    labels={**(pod_meta.get("labels") or {}), **labels},
-                    annotations={**(pod_meta.get("annotations") or {}), **annotations})
+    template_meta = template.get("metadata") or {}
+    pod_meta = {**template_meta, "name": name, "namespace": namespace,
+                "labels": {**(template_meta.get("labels") or {}), **labels},
+                "annotations": {**(template_meta.get("annotations") or {}), **annotations}}
     if owner is not None:
         pod_meta["ownerReferences"] = [owner]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-            "spec": copy.deepcopy(template["spec"])}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template["spec"]}
 
 
 def owner_reference(obj: Raw) -> Raw:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from kube import api_path
+from kube import KubeClient, api_path
+from localcluster.bulk import create_all
 from localcluster.cluster import LocalCluster
+from scheduler.binder import Binder
+from scheduler.collaborators import NOT_LEADER
 from tests.integration.helpers import (
     NS,
     ensure_namespace,
@@ -72,6 +75,38 @@ def test_429_storm_backs_off_and_binds_the_whole_gang(throttled, tmp_path):
     finally:
         stop_process(process)
         print(process.log_path.read_text()[-3000:])
+
+
+def test_binds_backing_off_are_not_resent_once_leadership_ends(throttled):
+    """Leadership is checked before every attempt: binds told 429 and waiting out their
+    Retry-After when the Lease is lost are never sent again."""
+    kube = throttled.kube()
+    create_all(kube, [{"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": f"lead-{i}", "namespace": NS},
+                       "spec": {"schedulerName": "nobody",
+                                "containers": [{"name": "c", "image": "x"}]}}
+                      for i in range(64)])
+    checks = 0
+
+    def leading() -> bool:  # the 64 first attempts, then never again
+        nonlocal checks
+        checks += 1
+        return checks <= 64
+
+    limited = KubeClient.from_kubeconfig(str(throttled.sa_kubeconfig))
+    binder = Binder(limited, concurrency=64, allowed=leading)
+    try:
+        results, _ = binder.bind_all([(f"{NS}/lead-{i}", f"node-{i}") for i in range(64)])
+    finally:
+        binder.close()
+        limited.close()
+    unsent = [r for r in results if r.status == NOT_LEADER]
+    assert unsent, "no 429: the storm did not happen"
+    assert all(r.ok and r.status == 201 for r in results if r.status != NOT_LEADER)
+    for result in results:
+        node = kube.get(api_path("", "v1", "pods", NS, result.pod.split("/")[1]))["spec"].get(
+            "nodeName")
+        assert node == (None if result.unsent else result.node)
 
 
 def test_bad_input_is_named_and_other_gangs_still_run(kube, phalanx):

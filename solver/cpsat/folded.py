@@ -378,10 +378,15 @@ class _Deepening:
         return loads
 
     def loads_from_plan(self, plan: NodePlan) -> Loads:
-        loads: Loads = [defaultdict(int) for _ in range(self.tree.depth)]
-        for node, count in plan.per_shape[0].items():
-            for level in range(self.tree.depth):
-                loads[level][int(self.tree.domain_of[level][node])] += count
+        placed = plan.per_shape[0]
+        nodes = np.fromiter(placed.keys(), dtype=np.int64, count=len(placed))
+        counts = np.fromiter(placed.values(), dtype=np.int64, count=len(placed))
+        loads: Loads = []
+        for level in range(self.tree.depth):
+            domains = self.tree.domain_of[level][nodes]
+            ids, where = np.unique(domains, return_inverse=True)
+            sums = np.bincount(where, weights=counts, minlength=len(ids)).astype(np.int64)
+            loads.append(dict(zip(ids.tolist(), sums.tolist(), strict=True)))
         return loads
 
     def extend(self, loads: Loads, from_level: int) -> Loads:
@@ -724,6 +729,14 @@ def _fill_nodes(tree: DomainTree, bottom: int, node_caps: IntArray, racks: list[
     fill nodes in that order. Room added by a node is its capacity up to what its rack's
     quota leaves, so taking the largest gain each time is exact (the room of a set of
     nodes is a polymatroid rank); without caps it is simply largest-first."""
+    whole = _fill_whole_nodes(tree, bottom, node_caps, racks, want, quota)
+    return whole if whole is not None else _fill_by_gain(tree, bottom, node_caps, racks, want,
+                                                         quota)
+
+
+def _fill_by_gain(tree: DomainTree, bottom: int, node_caps: IntArray, racks: list[int],
+                  want: int, quota: IntArray) -> dict[int, int]:
+    """`_fill_nodes`, in general."""
     rack_of: dict[int, int] = {}
     room: dict[int, int] = {}
     chosen: list[int] = []
@@ -765,6 +778,24 @@ def _fill_nodes(tree: DomainTree, bottom: int, node_caps: IntArray, racks: list[
             used[rack] += extra
             left -= extra
     return loads
+
+
+def _fill_whole_nodes(tree: DomainTree, bottom: int, node_caps: IntArray, racks: list[int],
+                      want: int, quota: IntArray) -> dict[int, int] | None:
+    """`_fill_nodes` where every node takes one pod and no rack's quota cuts its nodes
+    short (the common whole-node case; None otherwise): each rack's first node, then the
+    lowest-indexed others, as the general rule picks them, in numpy."""
+    spans = [tree.members(bottom, rack) for rack in racks]
+    per_rack = [np.arange(span.start, span.stop)[node_caps[span.start:span.stop] > 0]
+                for span in spans]
+    if any(len(nodes) == 0 or int(node_caps[nodes].max()) > 1 or len(nodes) > int(quota[rack])
+           for nodes, rack in zip(per_rack, racks, strict=True)):
+        return None
+    rest = np.sort(np.concatenate([nodes[1:] for nodes in per_rack]))
+    if len(rest) < want - len(racks):
+        return None
+    chosen = [int(nodes[0]) for nodes in per_rack] + rest[: max(0, want - len(racks))].tolist()
+    return dict.fromkeys(chosen, 1)
 
 
 def _node_stage(instance: Instance, plan: NodePlan,

@@ -252,3 +252,27 @@ def test_counts_match_exhaustive_optimum_with_partly_busy_nodes(racks, gpus, nee
     result = solve(gang(need, gpus=gpus,
                         required=LEVELS[required] if required is not None else None), snap, CFG)
     check_matches_optimum(snap, result, expected, need, gpus)
+
+
+@settings(max_examples=int(os.environ.get("PHALANX_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.lists(st.lists(st.integers(0, 1), min_size=1, max_size=6), min_size=1, max_size=5),
+       st.data())
+def test_whole_node_fill_picks_the_nodes_the_general_rule_picks(racks, data):
+    """The numpy fill for one pod per node equals the gain-ordered rule it shortcuts."""
+    import numpy as np
+
+    from solver.cpsat.folded import _fill_by_gain, _fill_whole_nodes
+
+    snap = cluster({("z1", "b1", f"r{i}"): [8 if free else 0 for free in caps]
+                    for i, caps in enumerate(racks)})
+    tree = snap.tree
+    node_caps = np.asarray([1 if flag else 0 for caps in racks for flag in caps],
+                           dtype=np.int64)
+    chosen = [r for r, caps in enumerate(racks) if any(caps)]
+    if not chosen:
+        return
+    quota = np.asarray([sum(caps) for caps in racks], dtype=np.int64)
+    want = data.draw(st.integers(len(chosen), int(quota[chosen].sum())))
+    fast = _fill_whole_nodes(tree, len(LEVELS) - 1, node_caps, chosen, want, quota)
+    assert fast == _fill_by_gain(tree, len(LEVELS) - 1, node_caps, chosen, want, quota)

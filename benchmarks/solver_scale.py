@@ -1,7 +1,8 @@
 """Solver at scale: synthetic fragmented UltraClusters, CP-SAT against greedy.
 
     .venv/bin/python -m benchmarks.solver_scale [--nodes 10000 100000] [--seeds 1 2 3]
-        [--gangs 64 512 1024 4096] [--one-gpu 512] [--occupancy 0.5] [--time-limit 1.0]
+        [--gangs 64 512 1024 4096] [--one-gpu 512] [--four-gpu] [--occupancy 0.5]
+        [--time-limit 1.0]
         [--sliced 1024 4096 16384] [--slices 8 16 32]
 
 Sliced cases: gangs of `--sliced` 8-GPU pods in slices of `--slices` consecutive ranks,
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             snapshot_s = time.perf_counter() - started
             cases = ([(size, 8, 0) for size in args.gangs]
                      + [(size, 1, 0) for size in args.one_gpu]
+                     + [(size, 4, 0) for size in args.four_gpu]
                      + [(size, 8, s) for size in args.sliced for s in args.slices])
             for size, gpus, slice_size in cases:
                 for algorithm in ("cpsat", "greedy"):
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--gangs", type=int, nargs="*", default=[64, 512, 1024, 4096])
     parser.add_argument("--one-gpu", type=int, nargs="*", default=[512])
+    parser.add_argument("--four-gpu", type=int, nargs="*", default=[],
+                        help="sizes of gangs of 4-GPU pods (two fit on a p5 node)")
     parser.add_argument("--occupancy", type=float, default=0.5)
     parser.add_argument("--time-limit", type=float, default=1.0)
     parser.add_argument("--sliced", type=int, nargs="*", default=[1024, 4096, 16384],

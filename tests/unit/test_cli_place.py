@@ -143,3 +143,44 @@ def test_bad_slice_annotations_name_the_field(fleet, tmp_path, capsys):
     code, _, err = run(fleet, tmp_path, capsys, statefulset(16, annotations={
         "phalanx.dev/slice-size": "4"}))
     assert code == 1 and "phalanx.dev/slice-required-topology" in err
+
+
+def _workload(**template_spec):
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "w", "namespace": "ns", "uid": "u-1"},
+            "spec": {"replicas": 5, "template": {
+                "metadata": {"labels": {"app": "w"}, "annotations": {"a": "b"}},
+                "spec": {"schedulerName": "phalanx", "containers": [{
+                    "name": "c", "resources": {"requests": {"nvidia.com/gpu": "8"}}}],
+                    "tolerations": [{"key": "k", "operator": "Exists"}], **template_spec}}}}
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "w"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}},
+    {"volumes": [{"name": "v", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}]},
+])
+def test_expanded_replicas_read_as_each_pod_alone(extra):
+    """The shortcut for replicas of one template gives the records parsing every pod
+    would, including where the spec reads the pod's own name or labels."""
+    from scheduler.offline import _records_of
+    from scheduler.sources.owner import OwnerSource
+    from topology.records import pod_from_json
+
+    pods = OwnerSource(("nvidia.com/gpu",)).expand(_workload(**extra))
+    assert pods is not None and len(pods) == 5
+    assert _records_of(pods) == [pod_from_json(pod) for pod in pods]
+
+
+def test_expanded_replica_with_a_bad_label_is_named():
+    from scheduler.offline import _records_of
+    from scheduler.sources.owner import OwnerSource
+    from topology.records import RecordError
+
+    pods = OwnerSource(("nvidia.com/gpu",)).expand(_workload())
+    assert pods is not None
+    pods[3]["metadata"]["labels"] = {**pods[3]["metadata"]["labels"], "bad": 7}
+    with pytest.raises(RecordError, match=r"metadata\.labels"):
+        _records_of(pods)

@@ -184,3 +184,24 @@ def test_expanded_replica_with_a_bad_label_is_named():
     pods[3]["metadata"]["labels"] = {**pods[3]["metadata"]["labels"], "bad": 7}
     with pytest.raises(RecordError, match=r"metadata\.labels"):
         _records_of(pods)
+
+
+def test_node_list_wire_path_reads_as_the_dict_path():
+    """`phalanx place` reads a NodeList through msgspec structs: the same records as
+    node_from_json, including taints, cordons, NotReady nodes and extra fields."""
+    import orjson
+
+    from topology.records import node_from_json, nodes_from_list_bytes
+
+    nodes = synth_nodes(ClusterSpec(nodes=40, seed=5))
+    nodes[1]["spec"] = {"unschedulable": True, "taints": [
+        {"key": "k", "value": "v", "effect": "NoSchedule"}, {"key": "e", "effect": "NoExecute"}]}
+    nodes[2]["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    nodes[3]["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:x": {}}}]
+    nodes[4]["status"]["images"] = [{"names": ["a"], "sizeBytes": 1}]
+    data = orjson.dumps(as_list("NodeList", nodes))
+    assert nodes_from_list_bytes(data) == [node_from_json(n) for n in nodes]
+    # Not a NodeList, or a field of the wrong type: left to the dict path, which names it.
+    assert nodes_from_list_bytes(orjson.dumps(as_list("PodList", []))) is None
+    nodes[5]["metadata"] = "oops"
+    assert nodes_from_list_bytes(orjson.dumps(as_list("NodeList", nodes))) is None

@@ -94,8 +94,7 @@ def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
     pending = [p for p in waiting if not p.scheduling_gates]
     gated = tuple(sorted((p for p in waiting if p.scheduling_gates), key=lambda p: p.name))
     try:
-        ranked = sorted(((source.rank(p, objects), p) for p in pending),
-                        key=lambda rp: (rp[0] is None, rp[0] or 0, natural_key(rp[1].name)))
+        ranked = _in_rank_order([(source.rank(p, objects), p) for p in pending])
     except GangSpecError as exc:
         spec = replace(spec, error=str(exc))
         ranked = [(None, p) for p in sorted(pending, key=lambda p: natural_key(p.name))]
@@ -105,6 +104,16 @@ def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
                 subgroup_of=tuple(source.subgroup(p) for _, p in ranked),
                 peer_groups=tuple(source.subgroup(p) for p in sorted(placed,
                                                                       key=lambda p: p.name)))
+
+
+def _in_rank_order(ranked: list[tuple[int | None, PodRecord]]
+                   ) -> list[tuple[int | None, PodRecord]]:
+    """By rank, unranked last, ties by natural name order. Distinct ranks need no name
+    key (a regex per pod: 0.3 s for 90,000 pods), and give the same order without it."""
+    ranks = [rank for rank, _ in ranked]
+    if None not in ranks and len(set(ranks)) == len(ranks):
+        return sorted(ranked, key=lambda rp: rp[0] or 0)
+    return sorted(ranked, key=lambda rp: (rp[0] is None, rp[0] or 0, natural_key(rp[1].name)))
 
 
 def _peers(placed: list[PodRecord], assumed: Mapping[str, str], source: GangSource,

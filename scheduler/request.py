@@ -19,6 +19,7 @@ from scheduler.sources.base import Slicing, slicing_of
 from solver.errors import BadRequest
 from solver.reasons import Exclusion, ExclusionCode
 from solver.request import GangRequest, Member, NodeRule, PodShape, SubGroup
+from topology.podrules import NO_VOLUMES
 from topology.records import PodRecord
 
 VolumeRules = Callable[[PodRecord], tuple[tuple[NodeRule, ...], tuple[Exclusion, ...]]]
@@ -89,12 +90,33 @@ def request_for(gang: Gang, label_keys: Collection[str] = (),
     ranks = [*gang.ranks, *(p.rank for p in later)]
     groups = [*gang.subgroup_of, *(p.subgroup for p in later)]
     names = [*(p.name for p in gang.pending), *later_by_name]
+    # Pods of one template share their parsed parts (the same dict and tuple objects):
+    # those pods get their shape from the first, by identity, without building it again
+    # (a 90,000-pod StatefulSet). Pods with volumes ask the volume rules each time.
+    same_as: dict[tuple[Any, ...], int] = {}
+    wanted: dict[int, frozenset[str]] = {}
     for position, (pod, rank, name) in enumerate(zip(pods, ranks, names, strict=True)):
+        seen = None
+        if pod.volumes is NO_VOLUMES:
+            looked = wanted.get(id(pod.inter_pod))
+            if looked is None:
+                looked = wanted[id(pod.inter_pod)] = frozenset(
+                    keys | pod.inter_pod.selector_keys())
+            seen = (id(pod.requests), id(pod.node_selector), id(pod.affinity),
+                    id(pod.tolerations), id(pod.inter_pod), pod.namespace,
+                    pod.preferred_node_affinity,
+                    tuple(sorted((k, v) for k, v in pod.labels.items() if k in looked)))
+            found = same_as.get(seen)
+            if found is not None:
+                members.append(Member(name, position if rank is None else rank, found))
+                continue
         shape = shape_of(pod, keys, volumes)
         key = _shape_key(shape)
         if key not in index:
             index[key] = len(shapes)
             shapes.append(shape)
+        if seen is not None:
+            same_as[seen] = index[key]
         members.append(Member(name, position if rank is None else rank, index[key]))
     slicing = slicing_of(gang.spec)
     if slicing is not None:  # blocks of consecutive ranks

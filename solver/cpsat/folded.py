@@ -589,6 +589,7 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
 
     # Rack stage (folded into the racks' parents), then best fit with every count fixed.
     rack_key = tree.levels[run.bottom]
+    proven_racks: dict[int, int] | None = None
     frontier = run.bound_anchors(frontier, run.bottom,
                                  len(loads[run.bottom]) if loads is not None else None)
     single = run.single_parent_racks(frontier)
@@ -601,6 +602,7 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
         stages.append((rack_key, racks, PROVEN_BY_BOUND))
     elif (fast := run.fewest_racks(frontier)) is not None and fast.proven:
         racks = fast.bound
+        proven_racks = fast.loads
         loads = run.loads_from_racks(fast.loads)
         stages.append((rack_key, racks, PROVEN_BY_THRESHOLDS))
     else:
@@ -626,6 +628,11 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
         lambda built: [(int(run.free[lvl][d]), v) for (lvl, d), v in built.used.items()]
         or [(1, v) for v in built.racks.values()],
         racks, loads, max(0.05, BEST_FIT_SHARE * config.time_limit_s))
+    if isinstance(fit, str) and proven_racks is not None:
+        # No solution in the slice: the thresholds' own placement has the proven counts.
+        plan = NodePlan((_fill_racks(run, proven_racks),))
+        stages.append(_node_stage(instance, plan, bounds))
+        return CpsatResult(plan, "OPTIMAL", tuple(stages), 0.0, time.perf_counter() - started)
     if isinstance(fit, str):
         # No solution in the slice: any placement with the proven counts will do.
         fit, fitted = _solve_stage(run, frontier, run.bottom, True,
@@ -680,6 +687,16 @@ def _extract(run: _Deepening, frontier: Frontier, built: _Model,
         else:
             placed.update(_fill_nodes(tree, bottom, node_caps, racks, want, quota))
     return NodePlan((placed,))
+
+
+def _fill_racks(run: _Deepening, loads: dict[int, int]) -> dict[int, int]:
+    """Nodes for pods already split per rack (rack -> pods)."""
+    node_caps = np.minimum(run.instance.capacity[:, 0], run.need)
+    placed: dict[int, int] = {}
+    for rack, amount in sorted(loads.items()):
+        placed.update(_fill_nodes(run.tree, run.bottom, node_caps, [rack], amount,
+                                  run.caps[run.bottom]))
+    return placed
 
 
 def _whole_slices(racks: list[int], quota: IntArray, want: int, size: int

@@ -104,3 +104,54 @@ def test_proves_where_the_counts_force_a_poorer_block():
     assert found is not None and found.proven
     # z0: 5+5+1 = 11 in three racks; z1: 4+4+4 = 12 in three racks.
     assert found.racks == 3 == exhaustive(tree, viable, (1, 2), racks, caps, 11)
+
+
+def _fleet_snapshot():
+    from topology.presets import resolve_preset
+    from topology.records import node_from_json, pod_from_json
+    from topology.snapshot import build_tree, snapshot_of, usage_from_pods
+    from topology.synthetic import ClusterSpec, synth_load, synth_nodes
+
+    spec = ClusterSpec(nodes=3000, occupancy=0.3, seed=4)
+    nodes = synth_nodes(spec)
+    pods = [pod_from_json(p) for p in synth_load(spec, nodes)]
+    tree = build_tree([node_from_json(n) for n in nodes], resolve_preset("aws"))
+    return snapshot_of(tree, usage_from_pods(pods))
+
+
+def _gang(size):
+    from solver.request import GangRequest, Member, PodShape
+
+    shape = PodShape({"nvidia.com/gpu": 8, "pods": 1})
+    return GangRequest("ns/big", (shape,), tuple(Member(f"w-{i}", i, 0) for i in range(size)),
+                       size)
+
+
+def test_a_near_full_gang_is_proven_by_thresholds_and_survives_a_lost_best_fit(monkeypatch):
+    """Most of a fleet in one gang: the rack count comes from the threshold bound; when
+    the best-fit tie-break finds nothing in its slice, the thresholds' own placement is
+    used, with the same proven counts."""
+    import solver.cpsat.folded as folded
+    from solver.request import SolverConfig
+    from solver.solve import solve
+
+    snap = _fleet_snapshot()
+    free = int((snap.resource_column("nvidia.com/gpu") >= 8).sum())
+    config = SolverConfig(seed=0, workers=1, time_limit_s=20)
+    first = solve(_gang(free * 9 // 10), snap, config)
+    assert first.status == "placed" and first.solver.status == "OPTIMAL"
+    stages = {name: status for name, _, status in first.solver.stages}
+    assert stages["topology.k8s.aws/network-node-layer-3"] == "OPTIMAL (thresholds)"
+
+    real = folded._solve_stage
+
+    def no_best_fit(run, frontier, level, rack_stage, objective, fixed, loads, slice_s=None):
+        if slice_s is not None:
+            return "UNKNOWN", frontier
+        return real(run, frontier, level, rack_stage, objective, fixed, loads, slice_s)
+
+    monkeypatch.setattr(folded, "_solve_stage", no_best_fit)
+    second = solve(_gang(free * 9 // 10), snap, config)
+    assert second.status == "placed" and second.solver.status == "OPTIMAL"
+    assert second.metrics.domains_used == first.metrics.domains_used
+    assert len({a.node for a in second.assignments}) == free * 9 // 10

@@ -356,22 +356,25 @@ class _Deepening:
             groups[parent].append((rack, int(self.caps[self.bottom][rack])))
         return groups
 
-    def fewest_racks(self, frontier: Frontier) -> rackcount.RackCount | None:
-        """The rack stage by threshold decomposition, where it applies: no caps to sum
-        (the clipped capacities are then the whole story), no slices, no required rack."""
+    def fewest_at(self, frontier: Frontier, level: int) -> rackcount.RackCount | None:
+        """Stage `level` by threshold decomposition (its domains are the "racks", their
+        parents the level above), where it applies: no caps to sum (the clipped
+        capacities are then the whole story), no slices, not the required level."""
         instance = self.instance
-        if (self.bottom < 1 or instance.slices is not None or instance.caps_of(0)
-                or instance.required == self.bottom):
+        if (level < 1 or instance.slices is not None or instance.caps_of(0)
+                or instance.required == level):
             return None
         return rackcount.fewest_racks(
-            self.tree, self.bottom - 1, frontier.viable, frontier.counts,
-            self.candidates(frontier, self.bottom), self.caps[self.bottom], self.need)
+            self.tree, level - 1, frontier.viable[:level], frontier.counts[:level],
+            self.candidates(frontier, level), self.caps[level], self.need)
 
     # -- incumbents ----------------------------------------------------------------
-    def loads_from_racks(self, racks: dict[int, int]) -> Loads:
+    def loads_from_racks(self, racks: dict[int, int], level: int | None = None) -> Loads:
+        """Loads at every level from pods per domain of `level` (default: the racks)."""
+        level = self.bottom if level is None else level
         loads: Loads = [{} for _ in range(self.tree.depth)]
-        loads[self.bottom] = dict(racks)
-        for lvl in range(self.bottom - 1, -1, -1):
+        loads[level] = dict(racks)
+        for lvl in range(level - 1, -1, -1):
             for domain, amount in loads[lvl + 1].items():
                 parent = int(self.tree.parent_of[lvl + 1][domain])
                 loads[lvl][parent] = loads[lvl].get(parent, 0) + amount
@@ -571,8 +574,12 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
         else:
             frontier = run.bound_anchors(frontier, level, incumbent)
             exact = run.children_of_single_parent(frontier, level)
+            fast = run.fewest_at(frontier, level) if exact is None else None
             if exact is not None:
                 count, status, loads, frontier = exact
+            elif fast is not None and fast.proven:
+                count, status = fast.racks, PROVEN_BY_THRESHOLDS
+                loads = run.extend(run.loads_from_racks(fast.loads, level), level)
             else:
                 outcome, frontier = _solve_stage(run, frontier, level, False, counts_at(level),
                                                  None, loads)
@@ -600,7 +607,7 @@ def solve_folded(instance: Instance, config: SolverConfig, hint: NodePlan | None
     elif incumbent_racks is not None and incumbent_racks == bounds.get(rack_key):
         racks = incumbent_racks
         stages.append((rack_key, racks, PROVEN_BY_BOUND))
-    elif (fast := run.fewest_racks(frontier)) is not None and fast.proven:
+    elif (fast := run.fewest_at(frontier, run.bottom)) is not None and fast.proven:
         racks = fast.bound
         proven_racks = fast.loads
         loads = run.loads_from_racks(fast.loads)

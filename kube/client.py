@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -113,6 +114,8 @@ class KubeClient:
         with backoff unless the policy's attempts are used up."""
         self._burst: Burst | None = None
         self._burst_lock = threading.Lock()
+        self._binding = 0
+        self._binds_done = threading.Condition()
         self._burst_connections = pool_size
         self._pool = urllib3.PoolManager(
             num_pools=4,
@@ -198,6 +201,25 @@ class KubeClient:
             if self._burst is None:
                 self._burst = Burst(self, self._burst_connections)
             return self._burst
+
+    @contextmanager
+    def binding(self) -> Iterator[None]:
+        """Marks binds in flight: writes that can wait (Events, status) hold back until
+        they are done (`after_binds`), so they never compete with a gang's binds."""
+        with self._binds_done:
+            self._binding += 1
+        try:
+            yield
+        finally:
+            with self._binds_done:
+                self._binding -= 1
+                self._binds_done.notify_all()
+
+    def after_binds(self, timeout: float) -> None:
+        """Waits until no binds are in flight, or `timeout` (so a scheduler binding
+        without pause still writes its Events)."""
+        with self._binds_done:
+            self._binds_done.wait_for(lambda: self._binding == 0, timeout)
 
     def close(self) -> None:
         with self._burst_lock:
@@ -312,6 +334,26 @@ class Burst:
                 return await self._exchange(method, path, message, timeout)
             finally:
                 self.in_flight -= 1
+
+    async def retried(self, method: str, path: str, body: bytes | None = None, *,
+                      content_type: str = "application/json", timeout: float = 30.0
+                      ) -> Response:
+        """request() with the client's retry policy, as `KubeClient.request` retries:
+        429 (Retry-After), 5xx and lost connections with backoff, the rest raised."""
+        policy = self.kube.retry
+        last: ApiError | None = None
+        for attempt in range(policy.attempts):
+            if attempt:
+                await asyncio.sleep(policy.delay(attempt - 1, last.retry_after if last else None))
+            try:
+                return await self.request(method, path, body, content_type=content_type,
+                                          timeout=timeout)
+            except ApiError as exc:
+                if not transient(exc.status):
+                    raise
+                last = exc
+        assert last is not None
+        raise last
 
     async def _exchange(self, method: str, path: str, message: bytes, timeout: float
                         ) -> Response:

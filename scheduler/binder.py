@@ -112,7 +112,8 @@ class Binder:
                  ) -> tuple[list[BindResult], float]:
         """Binds every (pod key, node) concurrently; returns results and seconds taken."""
         started = time.perf_counter()
-        results = self.burst.run(self._bind_many(placements))
+        with self.kube.binding():
+            results = self.burst.run(self._bind_many(placements))
         return results, time.perf_counter() - started
 
     def close(self) -> None:

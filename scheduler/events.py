@@ -1,5 +1,11 @@
 """Events and PodGroup status, written asynchronously so they never slow binding.
 
+They are queued by the cycle after its binds and written in batches through the
+client's burst connections (a write costs a tenth of the CPU it did through urllib3, and
+a 1,024-pod gang has 1,024 `Scheduled` Events), each batch only once no binds are in
+flight (`KubeClient.after_binds`): a gang arriving while the previous one's Events are
+being written binds first.
+
 Events are core/v1 Events as kube-scheduler writes them (`kubectl describe pod` shows
 them): reason Scheduled / FailedScheduling on pods, and one per gang decision on the
 PodGroup or the owning workload (what to write is `scheduler.report`'s decision).
@@ -13,6 +19,7 @@ it was created; the recorder remembers the last SERIES_KEPT such series.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -22,6 +29,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from kube import ApiError, KubeClient
 from kube.resources import EVENTS, NATIVE_POD_GROUPS, POD_GROUPS, ObjectRef
 
@@ -29,6 +38,11 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 1024
 SERIES_S = 600.0
 SERIES_KEPT = 4096
+BATCH = 256
+"""Writes taken from a queue at once (Events written concurrently, status in order)."""
+BATCH_CONCURRENCY = 16
+YIELD_S = 5.0
+"""The longest a batch waits for binds in flight to finish."""
 Item = tuple[str, str, Any, Any, str]
 """(method, path, body, body to POST instead when the PATCHed Event is gone, patch type)."""
 MERGE = "application/merge-patch+json"
@@ -110,25 +124,55 @@ class EventRecorder:
         self.status_queue.put(("PATCH", path, {"status": status}, None, patch))
 
     def _run(self, source: queue.Queue[Item | None]) -> None:
+        ordered = source is self.status_queue
         while True:
-            item = source.get()
-            if item is None:
-                return
-            method, path, body, instead, patch = item
-            try:
-                content = patch if method == "PATCH" else "application/json"
+            batch = [source.get()]
+            while batch[-1] is not None and len(batch) < BATCH:
                 try:
-                    self.kube.request(method, path, body=body, content_type=content)
-                except ApiError as exc:
-                    if exc.status != 404 or instead is None:
-                        raise
-                    # The folded-into Event expired (Events live an hour): start anew.
-                    namespace = instead["metadata"]["namespace"]
-                    self.kube.request("POST", EVENTS.path(namespace), body=instead)
-            except ApiError as exc:
-                log.warning("could not write %s %s: %s", method, path, exc)
+                    batch.append(source.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            try:
+                if items:
+                    self.kube.after_binds(YIELD_S)
+                    self.kube.burst().run(self._write_all(items, ordered))
+            except Exception:  # a writer that dies would leave flush() waiting
+                log.exception("could not write %d queued writes", len(items))
             finally:
-                source.task_done()
+                for _ in batch:
+                    source.task_done()
+            if batch[-1] is None:
+                return
+
+    async def _write_all(self, items: list[Item], ordered: bool) -> None:
+        if ordered:  # scheduled=3 must not overwrite scheduled=4
+            for item in items:
+                await self._write(item)
+            return
+        pending = iter(items)
+
+        async def writer() -> None:
+            for item in pending:
+                await self._write(item)
+
+        await asyncio.gather(*(writer() for _ in range(min(BATCH_CONCURRENCY, len(items)))))
+
+    async def _write(self, item: Item) -> None:
+        method, path, body, instead, patch = item
+        burst = self.kube.burst()
+        content = patch if method == "PATCH" else "application/json"
+        try:
+            try:
+                await burst.retried(method, path, orjson.dumps(body), content_type=content)
+            except ApiError as exc:
+                if exc.status != 404 or instead is None:
+                    raise
+                # The folded-into Event expired (Events live an hour): start anew.
+                namespace = instead["metadata"]["namespace"]
+                await burst.retried("POST", EVENTS.path(namespace), orjson.dumps(instead))
+        except ApiError as exc:
+            log.warning("could not write %s %s: %s", method, path, exc)
 
     def flush(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -13,9 +13,11 @@ repeats, and each bind waits until KWOK has turned the previous set Running, so 
 meet the same background. The Go client is the ceiling: what this API server, on this
 machine, accepts from a client that costs it as little as client-go does.
 
-CPU: Phalanx's is this process's (getrusage around `bind_all`: every thread of the
-binder, nothing else runs meanwhile); the Go client's is its own getrusage around its
-bind loop, and its whole-process total (start-up included) from wait4.
+CPU: the API server's from /proc/<pid>/stat around each bind (what each client costs the
+server, which shares the cores with it); Phalanx's is this process's (getrusage around
+`bind_all`: every thread of the binder, nothing else runs meanwhile); the Go client's is
+its own getrusage around its bind loop, and its whole-process total (start-up included)
+from RUSAGE_CHILDREN.
 
 Prints JSON (binds_per_s, go_client_binds_per_s, ratio, CPU-seconds per 1,000 binds of
 each) and a table.
@@ -35,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from benchmarks.kwok_placement import process_cpu_seconds
 from benchmarks.report import print_result
 from kube import KubeClient
 from kube.resources import PODS
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         populate(kube, spec)
         ensure_namespace(kube, NS)
         nodes = [n["metadata"]["name"] for n in synth_nodes(spec)]
+        apiserver = next(p for p in cluster.processes()
+                         if "kube-apiserver" in Path(f"/proc/{p}/cmdline").read_text())
         for repeat in range(args.repeats):
             order = ("phalanx", "go") if repeat % 2 == 0 else ("go", "phalanx")
             for who in order:
@@ -149,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                 create_all(kube, pending_pods(prefix, args.pods), concurrency=64)
                 placements = [(f"{NS}/{prefix}-{i}", nodes[i]) for i in range(args.pods)]
                 time.sleep(2.0)  # the creates' watch fan-out settles before the clock starts
+                apiserver0 = process_cpu_seconds(apiserver)
                 if who == "phalanx":
                     row = bind_phalanx(cluster.kubeconfig, placements, args.concurrency)
                 else:
                     row = bind_go(binary, cluster.kubeconfig, placements, args.concurrency,
                                   args.go_content_type)
                 row |= {"who": who, "repeat": repeat,
+                        "apiserver_cpu_s": process_cpu_seconds(apiserver) - apiserver0,
                         "binds_per_s": row["binds"] / row["seconds"]}
                 rows.append(row)
                 print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
@@ -191,6 +198,10 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "go_cpu_s_per_1000_binds": per_thousand(sum(r["cpu_s"] for r in go), go_binds),
         "go_process_cpu_s_per_1000_binds": per_thousand(
             sum(r["process_cpu_s"] for r in go), go_binds),
+        "apiserver_cpu_s_per_1000_binds_phalanx": per_thousand(
+            sum(r["apiserver_cpu_s"] for r in ours), binds),
+        "apiserver_cpu_s_per_1000_binds_go": per_thousand(
+            sum(r["apiserver_cpu_s"] for r in go), go_binds),
         "failures": sum(r["failures"] for r in rows),
     }
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -100,6 +101,10 @@ class GangRun:
     max_distance: int
     solve_s: float | None = None
     bind_s: float | None = None
+    cpu_s: float | None = None
+    """The scheduler process's CPU (/proc/<pid>/stat) from the workload's creation to its
+    last pod bound: solve, binds, Events, watch handling, everything."""
+    cpu_s_per_1000_binds: float | None = None
 
 
 @dataclass
@@ -109,6 +114,9 @@ class SchedulerRun:
     cpu_pods_bound_s: float = 0.0
     pods_per_s: float = 0.0
     peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+    """The scheduler process's CPU over the whole run (CPU pods and gangs)."""
+    cpu_s_per_1000_binds: float | None = None
     unschedulable_s: float = 0.0
     placement: dict[str, int] = field(default_factory=dict)
     """Pods of the largest gang per layer-3 domain path (for the heat map)."""
@@ -181,6 +189,17 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat (the fields after the command
+    name, which may hold spaces: utime and stime are the 14th and 15th)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_thousand(cpu_s: float, binds: int) -> float | None:
+    return round(1000 * cpu_s / binds, 3) if binds else None
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -188,8 +207,8 @@ def _free_port() -> int:
 
 
 def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler: str,
-              explain: str | None, gang_api: bool, slice_pods: int = 0
-              ) -> tuple[GangRun, dict[str, int]]:
+              explain: str | None, gang_api: bool, slice_pods: int = 0,
+              pid: int | None = None) -> tuple[GangRun, dict[str, int]]:
     """One gang: a StatefulSet, or (`slice_pods`) an exclusive-topology JobSet."""
     workload = (_jobset(name, size, scheduler, slice_pods) if slice_pods else
                 _statefulset(name, size, scheduler, 8, name if gang_api else None))
@@ -200,12 +219,14 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
         kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
                                  "kind": "PodGroup", "metadata": {"name": name},
                                  "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
+    cpu0 = process_cpu_seconds(pid) if pid else 0.0
     created = time.monotonic()
     kube.create((JOBSETS if slice_pods else STATEFULSETS).path(NS), workload)
     def done() -> bool:
         pods = _pods(kube, name)
         return len(pods) == size and all(p["spec"].get("nodeName") for p in pods)
     wait_until(done, 600, f"{name} bound", interval=0.1)
+    cpu = process_cpu_seconds(pid) - cpu0 if pid else None
     time.sleep(0.3)  # the watch delivers the last bindings
     pods = _pods(kube, name)
     uids = [p["metadata"]["uid"] for p in pods]
@@ -225,7 +246,9 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
                   bind_pods_per_s=round(size / spread, 1) if spread > 0 else float(size),
                   domains_used=metrics.domains_used, lower_bound=metrics.lower_bound,
                   optimum=offline.metrics.domains_used, ring_hops=metrics.ring_hops,
-                  max_distance=metrics.max_distance)
+                  max_distance=metrics.max_distance,
+                  cpu_s=round(cpu, 3) if cpu is not None else None,
+                  cpu_s_per_1000_binds=_per_thousand(cpu, size) if cpu is not None else None)
     if explain:
         detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30,
                            params={"kind": "JobSet" if slice_pods else "StatefulSet"}).json()
@@ -255,8 +278,12 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
     process, explain = None, None
     if scheduler == "phalanx":
         process, explain = start_phalanx(cluster)
+        pid = process.pid
+    else:
+        pid = next(p for p in cluster.processes()
+                   if "kube-scheduler" in Path(f"/proc/{p}/cmdline").read_text())
     times, watcher = watch_pods(kube, NS)
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), process_cpu_seconds(pid)
     try:
         if cpu_pods:
             kube.create(STATEFULSETS.path(NS),
@@ -268,23 +295,21 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
         largest = max(sizes)
         for index, size in enumerate(sizes):
             run, racks = _run_gang(kube, times, f"g{index}-{size}", size, SCHEDULERS[scheduler],
-                                   explain, scheduler == "kube-scheduler-gang", slice_pods)
+                                   explain, scheduler == "kube-scheduler-gang", slice_pods, pid)
             result.gangs.append(run)
             if size == largest:
                 result.placement = racks
         elapsed = time.monotonic() - started
         result.pods_per_s = round((sum(sizes) + cpu_pods) / elapsed, 1)
+        result.cpu_s = round(process_cpu_seconds(pid) - cpu0, 3)
+        result.cpu_s_per_1000_binds = _per_thousand(result.cpu_s, sum(sizes) + cpu_pods)
+        result.peak_rss_mb = _vm_hwm_mb(pid)
         if process is not None:
-            result.peak_rss_mb = _vm_hwm_mb(process.pid)
             groups = httpx.get(f"{explain}/v1/groups", timeout=30).json()["groups"]
             for group in groups:
                 detail = httpx.get(f"{explain}/v1/groups/{NS}/{group['name']}", timeout=30,
                                    params={"kind": group["kind"]})
                 result.unschedulable_s += _pending_seconds(detail.json()["transitions"])
-        else:
-            pid = next(p for p in cluster.processes()
-                       if "kube-scheduler" in Path(f"/proc/{p}/cmdline").read_text())
-            result.peak_rss_mb = _vm_hwm_mb(pid)
     finally:
         watcher.stop()
         if process is not None:
@@ -431,16 +456,17 @@ def render(report: dict[str, Any]) -> str:
     """The markdown table RESULTS.md records."""
     layer3 = PRESETS["aws"].keys[3]
     lines = ["| scheduler | gang | created to all bound | last pod to all bound | binds/s | "
-             "layer-3 used (optimum, lower bound) | layer-2 used (optimum) | every level at the "
-             "optimum | ring hops | max distance |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU s / 1,000 binds | layer-3 used (optimum, lower bound) | layer-2 used "
+             "(optimum) | every level at the optimum | ring hops | max distance |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     layer2 = PRESETS["aws"].keys[2]
     for run in report["runs"]:
         for g in run["gangs"]:
             lines.append(
                 f"| {run['scheduler']} | {g['size']} | {g['create_to_all_bound_s']:.2f} s | "
                 f"{g['time_to_all_bound_s']:.2f} s | "
-                f"{g['bind_pods_per_s']:.0f} | {g['domains_used'][layer3]} "
+                f"{g['bind_pods_per_s']:.0f} | {g.get('cpu_s_per_1000_binds')} | "
+                f"{g['domains_used'][layer3]} "
                 f"({g['optimum'][layer3]}, {g['lower_bound'][layer3]}) | "
                 f"{g['domains_used'][layer2]} ({g['optimum'][layer2]}) | "
                 f"{'yes' if matches_optimum(g) else 'no'} | {g['ring_hops']} | "
@@ -456,10 +482,26 @@ def render(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         lines.append(f"{run['scheduler']}: {run['pods_per_s']} pods/s overall, peak RSS "
                      f"{run['peak_rss_mb']} MB, CPU pods bound in {run['cpu_pods_bound_s']} s, "
-                     f"unschedulable {run['unschedulable_s']:.1f} s")
+                     f"unschedulable {run['unschedulable_s']:.1f} s, CPU {run.get('cpu_s')} s "
+                     f"({run.get('cpu_s_per_1000_binds')} s per 1,000 binds)")
+    lines += bind_rates(by)
     lines.append(f"API server write ceiling (same run): {report['apiserver_write_ceiling']}/s; "
                  f"Coscheduling: {report['coscheduling']}")
     return "\n".join(lines)
+
+
+def bind_rates(by: dict[str, dict[str, Any]]) -> list[str]:
+    """Each baseline's bind rate (first to last bind of a gang, seen by the watch; summed
+    over the gangs) against Phalanx's, in the same run."""
+    def rate(run: dict[str, Any]) -> float:
+        return float(sum(g["size"] for g in run["gangs"])
+                     / sum(g["first_to_last_bind_s"] for g in run["gangs"]))
+    if "phalanx" not in by:
+        return []
+    ours = rate(by["phalanx"])
+    return [f"binds/s over all gangs: phalanx {ours:.0f}, {name} {rate(run):.0f} "
+            f"(phalanx {ours / rate(run):.2f}x)"
+            for name, run in by.items() if name != "phalanx"]
 
 
 def matches_optimum(gang: dict[str, Any]) -> bool:

@@ -8,9 +8,10 @@ the field, so one bad object is reported instead of poisoning a whole list.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgspec
@@ -375,32 +376,25 @@ def _record(obj: str, namespace: str, name: str, parts: _Parts, *, uid: Any, nod
     policy = policy or "PreemptLowerPriority"
     if policy not in ("PreemptLowerPriority", "Never"):
         raise RecordError(obj, "spec.preemptionPolicy", "PreemptLowerPriority or Never", policy)
+    # Positional: keywords cost ~2 us more per record, 2 s at a million pods. The order
+    # is checked against the class below (_POSITIONAL).
     return PodRecord(
-        namespace=namespace,
-        name=name,
-        uid=str(uid or ""),
-        node_name=_intern(str(node_name or "")),
-        scheduler_name=_intern(str(scheduler_name or "default-scheduler")),
-        phase=_intern(str(phase or "Pending")),
-        requests=parts.requests,
-        labels=parts.labels,
-        annotations=parts.annotations,
-        owner=parts.owner,
-        priority=priority,
-        created=str(created or ""),
-        node_selector=_str_map(obj, "spec.nodeSelector", node_selector) or _EMPTY,
-        affinity=parts.affinity,
-        tolerations=parts.tolerations,
-        deleting=bool(deletion),
-        resource_version=str(version or ""),
-        scheduling_gates=_gates(obj, gates) if gates else (),
-        inter_pod=parts.inter_pod,
-        volumes=parts.volumes,
-        nominated_node=str(nominated or ""),
-        preemption_policy=_intern(policy),
-        preferred_node_affinity=parts.preferred,
-        scheduling_group=_scheduling_group(obj, group),
-    )
+        namespace, name, str(uid or ""), _intern(str(node_name or "")),
+        _intern(str(scheduler_name or "default-scheduler")), _intern(str(phase or "Pending")),
+        parts.requests, parts.labels, parts.annotations, parts.owner, priority,
+        str(created or ""), _str_map(obj, "spec.nodeSelector", node_selector) or _EMPTY,
+        parts.affinity, parts.tolerations, bool(deletion), str(version or ""),
+        _gates(obj, gates) if gates else (), parts.inter_pod, parts.volumes,
+        str(nominated or ""), _intern(policy), _scheduling_group(obj, group), parts.preferred)
+
+
+_POSITIONAL = ("namespace", "name", "uid", "node_name", "scheduler_name", "phase", "requests",
+               "labels", "annotations", "owner", "priority", "created", "node_selector",
+               "affinity", "tolerations", "deleting", "resource_version", "scheduling_gates",
+               "inter_pod", "volumes", "nominated_node", "preemption_policy",
+               "scheduling_group", "preferred_node_affinity")
+if tuple(f.name for f in fields(PodRecord)) != _POSITIONAL:
+    raise ImportError("PodRecord's fields moved: update _record's positional call")
 
 
 _EMPTY: dict[str, str] = {}
@@ -491,6 +485,10 @@ class _WireStatus(msgspec.Struct, gc=False):
     nominatedNodeName: Any = None
 
 
+_NO_META, _NO_AFFINITY, _NO_SPEC, _NO_STATUS = (
+    _WireMeta(), _WireAffinity(), _WireSpec(), _WireStatus())
+
+
 class WirePod(msgspec.Struct, gc=False):
     """A pod (or, in a watch ERROR event, a Status: `status` is then a string and
     `code`, `reason`, `message` are set) with only what placement reads."""
@@ -525,8 +523,8 @@ class _WireEvent(msgspec.Struct, gc=False):
     object: WirePod = msgspec.field(default_factory=WirePod)
 
 
-_VOLUME_MARKERS = (b'"persistentVolumeClaim"', b'"ephemeral"',
-                   *(f'"{kind}"'.encode() for kind in IN_TREE_DISKS))
+_VOLUME_FIELDS = re.compile(
+    b'"(?:persistentVolumeClaim|ephemeral|' + "|".join(IN_TREE_DISKS).encode() + b')"')
 """A pod's volumes can tie it to nodes only through these fields. The API server (Go's
 encoder) writes field names verbatim, so volumes whose JSON holds none of them need no
 parsing: most pods only mount a service-account token, under a random name."""
@@ -534,6 +532,7 @@ _MEMO_CAP = 1 << 18
 """Distinct JSON sections remembered per kind; a DaemonSet's node affinity differs per
 node, so this holds one entry per node of a 100k-node fleet and more."""
 _MISSING = object()
+_NO_CLAIMS = (b"", b"null", b"[]")
 
 
 def _loads(raw: msgspec.Raw | bytes) -> Any:
@@ -548,7 +547,9 @@ class PodWire:
     def __init__(self) -> None:
         self._list = msgspec.json.Decoder(_WireList)
         self._event = msgspec.json.Decoder(_WireEvent)
-        self._memo: dict[str, dict[Any, Any]] = {}
+        self._memo: dict[str, dict[Any, Any]] = {kind: {} for kind in (
+            "labels", "annotations", "owner", "requests", "node_affinity", "tolerations",
+            "inter_pod")}
 
     # -- bytes -> WirePods (kube.watch's WireFormat) ---------------------------------------
     def page(self, data: bytes) -> tuple[list[Any], str, str]:
@@ -588,7 +589,7 @@ class PodWire:
 
     # -- WirePod -> PodRecord ----------------------------------------------------------------
     def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-        table = self._memo.setdefault(kind, {})
+        table = self._memo[kind]
         found = table.get(key, _MISSING)
         if found is _MISSING:
             found = compute()  # a RecordError names this pod and is not remembered
@@ -600,48 +601,61 @@ class PodWire:
     def record(self, pod: WirePod | dict[str, Any]) -> PodRecord:
         if not isinstance(pod, WirePod):
             return pod_from_json(pod)
-        meta, spec = pod.metadata or _WireMeta(), pod.spec or _WireSpec()
+        meta, spec = pod.metadata or _NO_META, pod.spec or _NO_SPEC
         name, namespace = meta.name, meta.namespace or "default"
         if not isinstance(name, str) or not name:
             raise RecordError("pod", "metadata.name", "a non-empty string", name)
         if not isinstance(namespace, str):
             raise RecordError("pod", "metadata.namespace", "a string", namespace)
         obj = f"pod {namespace}/{name}"
+        memo = self._memo
+        # Each part: one dict lookup by its JSON when seen before (the common case: no
+        # closure is even built), parsed by the dict path's helper the first time.
         labels_raw = bytes(meta.labels)
-        labels = self._cached("labels", labels_raw, lambda: _str_map(
-            obj, "metadata.labels", _loads(labels_raw)) or _EMPTY)
+        labels = memo["labels"].get(labels_raw, _MISSING)
+        if labels is _MISSING:
+            labels = self._cached("labels", labels_raw, lambda: _str_map(
+                obj, "metadata.labels", _loads(labels_raw)) or _EMPTY)
         annotations_raw = bytes(meta.annotations)
-        annotations = self._cached("annotations", annotations_raw, lambda: _str_map(
-            obj, "metadata.annotations", _loads(annotations_raw)) or _EMPTY)
+        annotations = memo["annotations"].get(annotations_raw, _MISSING)
+        if annotations is _MISSING:
+            annotations = self._cached("annotations", annotations_raw, lambda: _str_map(
+                obj, "metadata.annotations", _loads(annotations_raw)) or _EMPTY)
         owners = bytes(meta.ownerReferences)
-        owner = self._cached("owner", owners, lambda: _owner(_loads(owners)))
+        owner = memo["owner"].get(owners, _MISSING)
+        if owner is _MISSING:
+            owner = self._cached("owner", owners, lambda: _owner(_loads(owners)))
         containers, init = bytes(spec.containers), bytes(spec.initContainers)
         resources, overhead = bytes(spec.resources), bytes(spec.overhead)
-        requests = self._cached(
-            "requests", (containers, init, resources, overhead),
-            lambda: effective_requests(obj, {
-                "containers": _loads(containers), "initContainers": _loads(init),
-                "resources": _loads(resources), "overhead": _loads(overhead)}))
-        affinity = spec.affinity or _WireAffinity()
+        requests_key = (containers, init, resources, overhead)
+        requests = memo["requests"].get(requests_key, _MISSING)
+        if requests is _MISSING:
+            requests = self._cached("requests", requests_key, lambda: effective_requests(
+                obj, {"containers": _loads(containers), "initContainers": _loads(init),
+                      "resources": _loads(resources), "overhead": _loads(overhead)}))
+        affinity = spec.affinity or _NO_AFFINITY
         node_affinity = bytes(affinity.nodeAffinity)
-        terms, preferred = self._cached(
-            "node_affinity", node_affinity,
-            lambda: _affinity(obj, {"affinity": {"nodeAffinity": _loads(node_affinity)}})
-            if node_affinity not in (b"", b"null") else ((), False))
+        found = memo["node_affinity"].get(node_affinity, _MISSING)
+        if found is _MISSING:
+            found = self._cached(
+                "node_affinity", node_affinity,
+                lambda: _affinity(obj, {"affinity": {"nodeAffinity": _loads(node_affinity)}}))
+        terms, preferred = found
         tolerations_raw = bytes(spec.tolerations)
-        tolerations = self._cached("tolerations", tolerations_raw, lambda: _tolerations(
-            obj, {"tolerations": _loads(tolerations_raw)}))
+        tolerations = memo["tolerations"].get(tolerations_raw, _MISSING)
+        if tolerations is _MISSING:
+            tolerations = self._cached("tolerations", tolerations_raw, lambda: _tolerations(
+                obj, {"tolerations": _loads(tolerations_raw)}))
         rules = self._inter_pod(obj, affinity, spec, containers, init, labels, labels_raw)
         volume_list, claims = bytes(spec.volumes), bytes(spec.resourceClaims)
-        if claims in (b"", b"null", b"[]") and not any(
-                marker in volume_list for marker in _VOLUME_MARKERS):
+        if claims in _NO_CLAIMS and _VOLUME_FIELDS.search(volume_list) is None:
             pod_volumes = NO_VOLUMES
         else:  # names ephemeral claims after the pod: not shared
             pod_volumes = volumes(obj, name, {"volumes": _loads(volume_list),
                                               "resourceClaims": _loads(claims)})
         parts = _Parts(labels, annotations, owner, requests, terms, preferred, tolerations,
                        rules, pod_volumes)
-        status = pod.status if isinstance(pod.status, _WireStatus) else _WireStatus()
+        status = pod.status if isinstance(pod.status, _WireStatus) else _NO_STATUS
         return _record(obj, _intern(namespace), name, parts, uid=meta.uid,
                        node_name=spec.nodeName, scheduler_name=spec.schedulerName,
                        phase=status.phase, priority=spec.priority,
@@ -655,9 +669,14 @@ class PodWire:
         pod_affinity, anti = bytes(affinity.podAffinity), bytes(affinity.podAntiAffinity)
         spread = bytes(spec.topologySpreadConstraints)
         key: tuple[bytes, ...] = (pod_affinity, anti, spread, containers, init)
-        if any(b"LabelKeys" in part for part in key[:3]):
+        if (pod_affinity or anti or spread) and any(b"LabelKeys" in part for part in key[:3]):
             key += (labels_raw,)  # matchLabelKeys read the pod's own labels
-        rules: InterPod = self._cached("inter_pod", key, lambda: inter_pod(obj, {
+        rules: InterPod
+        found = self._memo["inter_pod"].get(key, _MISSING)
+        if found is not _MISSING:
+            rules = found
+            return rules
+        rules = self._cached("inter_pod", key, lambda: inter_pod(obj, {
             "affinity": {"podAffinity": _loads(pod_affinity),
                          "podAntiAffinity": _loads(anti)},
             "topologySpreadConstraints": _loads(spread),

@@ -86,6 +86,10 @@ class LocalCluster:
     controllers: tuple[str, ...] = ()
     """Workload controllers to run with it (`localcluster.controllers`: jobset, lws,
     training-operator)."""
+    kwokctl_args: tuple[str, ...] = ()
+    """Extra `kwokctl create cluster` flags (e.g. `--heartbeat-factor`,
+    `--node-lease-duration-seconds`): a fleet of 100,000 KWOK nodes needs slower heartbeats
+    than the defaults every test runs with, so none are added unless asked for."""
     _kube: KubeClient | None = field(default=None, repr=False)
     _running: list[RunningController] = field(default_factory=list, repr=False)
 
@@ -154,7 +158,8 @@ class LocalCluster:
             "create", "cluster", "--config", str(config), "--runtime", "binary",
             "--kubeconfig", "", "--disable-qps-limits", "--kube-authorization",
             "--kube-admission", "--kube-feature-gates", FEATURE_GATES,
-            "--kube-runtime-config", RUNTIME_CONFIG, *audit, "--wait", f"{int(timeout)}s",
+            "--kube-runtime-config", RUNTIME_CONFIG, *audit, *self.kwokctl_args,
+            "--wait", f"{int(timeout)}s",
             timeout=timeout + 60,
         )
         if done.returncode != 0:

@@ -88,6 +88,11 @@ MUTATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
 VALIDATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
                                "validatingwebhookconfigurations",
                                "ValidatingWebhookConfiguration", namespaced=False)
+TOKEN_REVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview",
+                         namespaced=False)
+SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews",
+                                  "SubjectAccessReview", namespaced=False)
+"""The secure explain API's delegated authentication and authorisation (scheduler/api/auth)."""
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                 "CustomResourceDefinition", namespaced=False)
 

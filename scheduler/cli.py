@@ -7,7 +7,7 @@ import contextlib
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -30,6 +30,9 @@ from topology.records import (
 )
 from topology.snapshot import build_snapshot, placed_pods, usage_from_pods
 from topology.synthetic import SHAPES, ClusterSpec, as_list, synth_load, synth_nodes
+
+if TYPE_CHECKING:
+    from scheduler.config import Config
 
 # `--preset aws` is the default AWS accelerator fleet (p5); the others name instance shapes.
 SYNTH_PRESETS = {"aws": "p5", **{name: name for name in SHAPES}}
@@ -175,10 +178,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"phalanx run: {exc}", file=sys.stderr)
         return 1
-    if args.http_address:
-        from dataclasses import replace
-
-        config = replace(config, http_address=args.http_address)
+    try:
+        config = _serving_flags(config, args)
+    except ConfigError as exc:
+        print(f"phalanx run: {exc}", file=sys.stderr)
+        return 1
     try:
         kube = KubeClient.from_kubeconfig(args.kubeconfig, pool_size=config.bind_concurrency * 2,
                                           user_agent=f"phalanx-scheduler/0.1.0 "
@@ -199,20 +203,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector.start()
     runner.start()
     server = serve(runner, config.http_address, config.preset.keys)
+    secure = None
+    if config.secure_address:
+        from scheduler.api.auth import Delegated
+        from scheduler.api.server import serve_secure
+        from scheduler.api.tls import ServingPair, self_signed
+
+        pair = (ServingPair(config.tls_cert_file, config.tls_key_file)
+                if config.tls_cert_file else self_signed())
+        secure, _ = serve_secure(runner, config.secure_address, config.preset.keys,
+                                 Delegated(kube), pair)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("phalanx").info(
-        "phalanx %s serving scheduler %s, explain API on %s", "0.1.0",
-        config.scheduler_name, config.http_address)
+        "phalanx %s serving scheduler %s, explain API on http://%s%s", "0.1.0",
+        config.scheduler_name, config.http_address,
+        f" and https://{config.secure_address}" if config.secure_address else "")
     stop.wait()
     # No new bind from here; in-flight ones finish (the binder pool drains) before the
     # Lease is released, so the next leader never races this one's last binds.
     server.should_exit = True
+    if secure is not None:
+        secure.should_exit = True
     runner.stop()
     if elector is not None:
         elector.stop(release=True)  # a standby takes over at its next retry
     return 0
+
+
+def _serving_flags(config: Config, args: argparse.Namespace) -> Config:
+    """--http-address, --secure-address and the TLS pair over the config file's values,
+    checked by the same rules (ConfigError names the flag)."""
+    from dataclasses import replace
+
+    from scheduler.config import host_port, loopback_address
+    from scheduler.errors import ConfigError
+
+    if args.http_address:
+        config = replace(config, http_address=loopback_address(args.http_address,
+                                                               "--http-address"))
+    if args.secure_address:
+        config = replace(config, secure_address=host_port(args.secure_address,
+                                                         "--secure-address"))
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise ConfigError("--tls-private-key-file" if args.tls_cert_file
+                          else "--tls-cert-file", "given together with the other file",
+                          args.tls_cert_file or args.tls_private_key_file)
+    if args.tls_cert_file:
+        config = replace(config, tls_cert_file=args.tls_cert_file,
+                         tls_key_file=args.tls_private_key_file)
+    return config
 
 
 NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/"
@@ -294,8 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the scheduler against a cluster")
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
     run.add_argument("--config", help="YAML configuration file (validated at start-up)")
-    run.add_argument("--http-address", help="HOST:PORT of the explain API "
-                                            "(default from config: 127.0.0.1:10270)")
+    run.add_argument("--http-address", help="HOST:PORT of the plain-HTTP explain API, "
+                                            "loopback only (default from --config: "
+                                            "127.0.0.1:10270)")
+    run.add_argument("--secure-address", help="HOST:PORT of the HTTPS explain API, with "
+                                              "TokenReview authentication and "
+                                              "SubjectAccessReview authorisation")
+    run.add_argument("--tls-cert-file", help="serving certificate (PEM) for "
+                                             "--secure-address; reloaded when it changes")
+    run.add_argument("--tls-private-key-file", help="its private key (PEM); without the "
+                                                    "pair a self-signed one is generated")
     run.add_argument("-v", "--verbose", action="store_true", help="per-pod DEBUG logging")
     run.set_defaults(func=cmd_run)
 

@@ -7,6 +7,7 @@ must not silently fall back to a default).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,13 @@ class Config:
     algorithm: Algorithm = "cpsat"
     bind_concurrency: int = 128
     http_address: str = "127.0.0.1:10270"
+    """Plain HTTP, no authentication: loopback only (development, a sidecar)."""
+    secure_address: str = ""
+    """HTTPS with delegated authentication and authorisation (scheduler/api/auth); off
+    when empty."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    """The serving pair; empty: a self-signed pair generated at start-up."""
     leader_election: LeaderElection = field(default_factory=LeaderElection)
     unschedulable_retry_s: float = 30.0
     """Upper bound on how long an unschedulable gang waits when nothing changes."""
@@ -83,12 +91,35 @@ def _name(value: Any, name: str) -> str:
     return value
 
 
-def _address(value: Any) -> str:
-    text = _name(value, "http.address")
+def host_port(value: Any, name: str = "http.address") -> str:
+    text = _name(value, name)
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError("http.address", "HOST:PORT, e.g. 127.0.0.1:10270", value)
+        raise ConfigError(name, "HOST:PORT, e.g. 127.0.0.1:10270", value)
     return text
+
+
+def loopback_address(value: Any, name: str = "http.address") -> str:
+    """The plain-HTTP address: it serves every gang's placement to whoever connects, so
+    it is refused anywhere but loopback (use http.secureAddress / --secure-address)."""
+    text = host_port(value, name)
+    host = text.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(name, "a loopback HOST:PORT (127.0.0.1, ::1 or localhost); the "
+                                "explain API is served to other hosts only over HTTPS with "
+                                "authentication: http.secureAddress or --secure-address",
+                          value)
+    return text
+
+
+def _file(value: Any, name: str) -> str:
+    if value in (None, ""):
+        return ""
+    return _name(value, name)
 
 
 def parse_config(raw: Any) -> Config:
@@ -125,7 +156,13 @@ def parse_config(raw: Any) -> Config:
     else:
         raise ConfigError("solver.algorithm", "cpsat or greedy", chosen)
     binder = _mapping(top.get("binder"), "binder", {"concurrency"})
-    http = _mapping(top.get("http"), "http", {"address"})
+    http = _mapping(top.get("http"), "http",
+                    {"address", "secureAddress", "tlsCertFile", "tlsPrivateKeyFile"})
+    cert = _file(http.get("tlsCertFile"), "http.tlsCertFile")
+    key = _file(http.get("tlsPrivateKeyFile"), "http.tlsPrivateKeyFile")
+    if bool(cert) != bool(key):
+        raise ConfigError("http.tlsPrivateKeyFile" if cert else "http.tlsCertFile",
+                          "given together with the other file of the pair", key or cert)
     le = _mapping(top.get("leaderElection"), "leaderElection",
                   {"enabled", "namespace", "leaseName", "leaseDurationSeconds",
                    "renewDeadlineSeconds", "retryPeriodSeconds"})
@@ -158,7 +195,11 @@ def parse_config(raw: Any) -> Config:
                                     "solver.timeLimitSeconds", 0.01, 60),
         algorithm=algorithm,
         bind_concurrency=_integer(binder.get("concurrency", 128), "binder.concurrency", 1, 1024),
-        http_address=_address(http.get("address", defaults.http_address)),
+        http_address=loopback_address(http.get("address", defaults.http_address)),
+        secure_address=host_port(http["secureAddress"], "http.secureAddress")
+        if http.get("secureAddress") else "",
+        tls_cert_file=cert,
+        tls_key_file=key,
         leader_election=election,
         unschedulable_retry_s=_number(top.get("unschedulableRetrySeconds", 30),
                                       "unschedulableRetrySeconds", 0.1, 3600),

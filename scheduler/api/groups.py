@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from scheduler.api import views
+from scheduler.api.auth import ReviewUnavailable
 from scheduler.api.deps import source
 from scheduler.api.models import (
     KIND_PATTERN,
@@ -70,8 +71,18 @@ def ambiguous_handler(_: object, exc: Exception) -> JSONResponse:
 
 
 @router.get("", response_model=GroupList)
-def list_groups(src: Annotated[ExplainSource, Depends(source)]) -> GroupList:
+def list_groups(request: Request, src: Annotated[ExplainSource, Depends(source)]) -> GroupList:
+    """Every gang; on the secure port, only those in namespaces where the caller may
+    `list pods`."""
     records = sorted(list(src.gangs.values()), key=lambda r: r.key)
+    delegated, caller = request.app.state.delegated, getattr(request.state, "caller", None)
+    if delegated is not None and caller is not None:
+        try:
+            visible = {ns: delegated.may_list(caller, ns)
+                       for ns in sorted({r.key.namespace for r in records})}
+        except ReviewUnavailable as exc:
+            raise HTTPException(503, f"cannot check access now: {exc}") from None
+        records = [r for r in records if visible[r.key.namespace]]
     return GroupList(groups=[views.summary(r) for r in records])
 
 

@@ -1,15 +1,20 @@
-"""Wiring: the FastAPI app over an ExplainSource, served by uvicorn in a thread."""
+"""Wiring: the FastAPI app over an ExplainSource, served by uvicorn in a thread: plain
+HTTP on loopback, and HTTPS with delegated authentication and authorisation."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from scheduler.api import domains, groups, health
+from scheduler.api.auth import Delegated, ReviewUnavailable, Scope, need_of
+from scheduler.api.tls import Reloader, ServingPair
 from scheduler.api.views import ExplainSource
 
 
@@ -21,10 +26,16 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def build_app(src: ExplainSource, levels: tuple[str, ...]) -> FastAPI:
+def build_app(src: ExplainSource, levels: tuple[str, ...],
+              delegated: Delegated | None = None) -> FastAPI:
+    """With `delegated`, every request but the probes needs a bearer token the API server
+    accepts and the permission `auth.need_of` names (401 and 403 otherwise, JSON)."""
     app = FastAPI(title="Phalanx explain API", version="0.1.0",
                   description="Where each gang went and why; why a gang is still pending.")
     app.state.source = src
+    app.state.delegated = delegated
+    if delegated is not None:
+        _guard(app, delegated)
     for router in (health.router, groups.router, domains.make_router(levels)):
         app.include_router(router)
 
@@ -41,9 +52,58 @@ def build_app(src: ExplainSource, levels: tuple[str, ...]) -> FastAPI:
     return app
 
 
+def _refused(status: int, detail: str) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="phalanx"'} if status == 401 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _guard(app: FastAPI, delegated: Delegated) -> None:
+    @app.middleware("http")
+    async def check(request: Request, call_next: Any) -> Response:
+        need = need_of(request.url.path)
+        if need.scope is Scope.OPEN:
+            return await call_next(request)  # type: ignore[no-any-return]
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _refused(401, "authentication required: send a bearer token "
+                                 "(Authorization: Bearer TOKEN) the API server accepts")
+        try:
+            caller = await run_in_threadpool(delegated.authenticate, token)
+            if caller is None:
+                return _refused(401, "the API server did not accept this token (TokenReview)")
+            if need.scope is not Scope.CALLER and not await run_in_threadpool(
+                    delegated.allowed, caller, need):
+                what = (f'get pods in namespace "{need.namespace}"'
+                        if need.scope is Scope.NAMESPACE else f"get {need.path}")
+                return _refused(403, f'forbidden: user "{caller.user}" may not {what}')
+        except ReviewUnavailable as exc:
+            return _refused(503, f"cannot check access now: {exc}")
+        request.state.caller = caller
+        return await call_next(request)  # type: ignore[no-any-return]
+
+
 def serve(src: ExplainSource, address: str, levels: tuple[str, ...]) -> uvicorn.Server:
+    """Plain HTTP without authentication (config validation keeps it on loopback)."""
     host, _, port = address.rpartition(":")
-    server = uvicorn.Server(uvicorn.Config(build_app(src, levels), host=host, port=int(port),
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(build_app(src, levels), host=host.strip("[]"),
+                                           port=int(port), log_level="warning",
+                                           access_log=False))
     threading.Thread(target=server.run, name="http", daemon=True).start()
     return server
+
+
+def serve_secure(src: ExplainSource, address: str, levels: tuple[str, ...],
+                 delegated: Delegated, pair: ServingPair) -> tuple[uvicorn.Server, Reloader]:
+    """HTTPS on `address` with the guard; the pair is reloaded when its files change."""
+    host, _, port = address.rpartition(":")
+    config = uvicorn.Config(build_app(src, levels, delegated), host=host.strip("[]"),
+                            port=int(port), log_level="warning", access_log=False,
+                            ssl_certfile=pair.cert_file, ssl_keyfile=pair.key_file)
+    config.load()  # builds config.ssl now, so the reloader holds the live context
+    assert config.ssl is not None
+    reloader = Reloader(config.ssl, pair)
+    reloader.start()
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="https", daemon=True).start()
+    return server, reloader

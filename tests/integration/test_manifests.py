@@ -21,6 +21,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -239,6 +240,7 @@ def _scheduler_config(path: Path, port: int) -> None:
     assert config["leaderElection"]["enabled"] is True
     config["schedulerName"] = SA_SCHEDULER
     config["http"]["address"] = f"127.0.0.1:{port}"
+    config["http"]["secureAddress"] = f"127.0.0.1:{free_port()}"
     path.write_text(yaml.safe_dump(config))
 
 
@@ -300,6 +302,18 @@ def test_scheduler_runs_with_the_service_account(kube, kubectl, sa_kubeconfig, t
         status = kube.get(group_path)["status"]
         assert status["phase"] == "Scheduled"
         assert [(c["type"], c["status"]) for c in status["conditions"]] == [("Scheduled", "True")]
+
+        # The secure explain API with the ServiceAccount's own rights: a caller's token is
+        # checked (TokenReview) and the list filtered (SubjectAccessReview), both granted
+        # by the ClusterRole and nothing more.
+        token = yaml.safe_load(sa_kubeconfig.read_text())["users"][0]["user"]["token"]
+        secure = yaml.safe_load(config.read_text())["http"]["secureAddress"]
+        reply = httpx.get(f"https://{secure}/v1/groups", verify=False, timeout=10,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 200, reply.text
+        assert {"sa-pg", "sa-sts", "sa-job"} <= {g["name"] for g in reply.json()["groups"]}
+        assert httpx.get(f"https://{secure}/v1/groups", verify=False,
+                         timeout=10).status_code == 401
 
     finally:
         stop_process(process)

@@ -13,14 +13,17 @@ topology: {levels: [topology.kubernetes.io/zone, rack]}
 accelerators: [nvidia.com/gpu]
 solver: {timeLimitSeconds: 0.5, algorithm: greedy}
 binder: {concurrency: 16}
-http: {address: 0.0.0.0:9000}
+http: {address: "[::1]:9000", secureAddress: 0.0.0.0:9443, tlsCertFile: /tls/tls.crt,
+       tlsPrivateKeyFile: /tls/tls.key}
 leaderElection: {enabled: true, namespace: ops, leaseDurationSeconds: 20}
 """)
     config = load_config(path)
     assert config.scheduler_name == "phalanx-b"
     assert config.preset.keys == ("topology.kubernetes.io/zone", "rack")
     assert config.solver_time_limit_s == 0.5 and config.algorithm == "greedy"
-    assert config.bind_concurrency == 16 and config.http_address == "0.0.0.0:9000"
+    assert config.bind_concurrency == 16 and config.http_address == "[::1]:9000"
+    assert config.secure_address == "0.0.0.0:9443"
+    assert (config.tls_cert_file, config.tls_key_file) == ("/tls/tls.crt", "/tls/tls.key")
     assert config.leader_election.enabled and config.leader_election.namespace == "ops"
 
 
@@ -36,6 +39,12 @@ leaderElection: {enabled: true, namespace: ops, leaseDurationSeconds: 20}
     ({"binder": {"concurrency": 0}}, "binder.concurrency"),
     ({"binder": {"concurrency": True}}, "binder.concurrency"),
     ({"http": {"address": "localhost"}}, "http.address"),
+    # Plain HTTP serves every gang to whoever connects: loopback only.
+    ({"http": {"address": "0.0.0.0:10270"}}, "http.address"),
+    ({"http": {"address": "10.0.0.7:10270"}}, "http.address"),
+    ({"http": {"secureAddress": "nowhere"}}, "http.secureAddress"),
+    ({"http": {"tlsCertFile": "/tls/tls.crt"}}, "http.tlsPrivateKeyFile"),
+    ({"http": {"tlsPrivateKeyFile": "/tls/tls.key"}}, "http.tlsCertFile"),
     ({"leaderElection": {"enabled": "yes"}}, "leaderElection.enabled"),
     ({"leaderElection": {"leaseDurationSeconds": 5, "renewDeadlineSeconds": 10}},
      "leaderElection.renewDeadlineSeconds"),

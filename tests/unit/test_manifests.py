@@ -61,6 +61,8 @@ CODE_RIGHTS = {
     ("batch", "jobs"): {"get"},
     ("scheduling.x-k8s.io", "podgroups/status"): {"patch"},
     ("scheduling.k8s.io", "podgroups/status"): {"patch"},
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
     # Every object a gang source reads: watched once served, one get until listed.
     **{(r.group, r.plural): {"get", "list", "watch"} for r in GANG_OBJECTS},
 }
@@ -163,7 +165,7 @@ def test_configmap_config_loads_with_leader_election_on(tmp_path):
     assert config == load_config_from_configmap()
     # The defaults spelled out, but for the two fields a Deployment needs different.
     defaults = Config()
-    assert config == replace(defaults, http_address="0.0.0.0:10270",
+    assert config == replace(defaults, secure_address="0.0.0.0:10271",
                              leader_election=replace(defaults.leader_election, enabled=True))
     assert (config.leader_election.namespace, config.leader_election.lease_name) == (
         SYSTEM_NS, "phalanx-scheduler")
@@ -192,13 +194,15 @@ def test_deployment_is_two_locked_down_replicas_with_probes():
     assert "privileged" not in security
     assert container["resources"]["requests"].keys() == {"cpu", "memory"}
 
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
-    assert port == int(load_config_from_configmap().http_address.rpartition(":")[2])
-    probes = {name: (container[name]["httpGet"]["path"], container[name]["httpGet"]["port"])
+    # The probes and the Service reach the secure port (plain HTTP is loopback only).
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["https"]
+    assert port == int(load_config_from_configmap().secure_address.rpartition(":")[2])
+    probes = {name: (container[name]["httpGet"]["path"], container[name]["httpGet"]["port"],
+                     container[name]["httpGet"]["scheme"])
               for name in ("startupProbe", "livenessProbe", "readinessProbe")}
-    assert probes == {"startupProbe": ("/healthz", "http"),
-                      "livenessProbe": ("/healthz", "http"),
-                      "readinessProbe": ("/readyz", "http")}
+    assert probes == {"startupProbe": ("/healthz", "https", "HTTPS"),
+                      "livenessProbe": ("/healthz", "https", "HTTPS"),
+                      "readinessProbe": ("/readyz", "https", "HTTPS")}
 
     # --config points into the mounted ConfigMap; the ConfigMap holds that file.
     assert container["args"][0] == "--config"

@@ -364,9 +364,12 @@ class _Deepening:
         if (level < 1 or instance.slices is not None or instance.caps_of(0)
                 or instance.required == level):
             return None
+        # At most half the time left: a stage it cannot prove still has CP-SAT.
+        left = self.deadline - time.perf_counter()
         return rackcount.fewest_racks(
             self.tree, level - 1, frontier.viable[:level], frontier.counts[:level],
-            self.candidates(frontier, level), self.caps[level], self.need)
+            self.candidates(frontier, level), self.caps[level], self.need,
+            deadline=time.perf_counter() + left / 2)
 
     # -- incumbents ----------------------------------------------------------------
     def loads_from_racks(self, racks: dict[int, int], level: int | None = None) -> Loads:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ TRIES = 6
 STATE_LIMIT = 400_000
 """Largest programme state (product of the counted levels' sizes) tried; beyond it the
 caller's CP-SAT model decides alone."""
-TRACE_LIMIT = 60_000_000
+TRACE_LIMIT = 20_000_000
 """Largest trace kept for reading the chosen set back (state size x parents)."""
 
 INF = np.iinfo(np.int64).max // 4
@@ -80,10 +81,12 @@ class _Parents:
 
 def fewest_racks(tree: DomainTree, parent_level: int, viable: tuple[IntArray, ...],
                  counts: tuple[int, ...], racks: IntArray, rack_caps: IntArray,
-                 need: int, tries: int = TRIES) -> RackCount | None:
+                 need: int, tries: int = TRIES,
+                 deadline: float | None = None) -> RackCount | None:
     """`viable[l]` and `counts[l]` for levels 0..parent_level; `racks` the candidate racks
     (tree order) with their capacities in pods. None when the programme would be too
-    large, or no set within the counts holds the gang (the caller's model then decides)."""
+    large, or no set within the counts holds the gang (the caller's model then decides).
+    Past `deadline` (time.perf_counter) no further threshold is tried."""
     parents = _parents(tree, parent_level, viable[parent_level], racks, rack_caps)
     if parents is None:
         return None
@@ -98,7 +101,7 @@ def fewest_racks(tree: DomainTree, parent_level: int, viable: tuple[IntArray, ..
     bound = floor
     largest = max(int(c[0]) for c in parents.caps)
     for threshold in _around(best[2], largest)[:tries]:
-        if bound >= best[0]:
+        if bound >= best[0] or (deadline is not None and time.perf_counter() > deadline):
             break
         room_of = _room_above(parents, threshold)
         picked = program.run(-room_of)

@@ -152,7 +152,7 @@ class ClusterCache:
             else:
                 self.bad_objects[f"{kind}/{namespace}/{name}"] = str(exc)
             return None
-        if kind == "pod":
+        if kind == "pod" and self.bad_pods:  # (a key string per pod otherwise: 1M at start)
             self.bad_pods.pop(record.key, None)
         return record
 

@@ -382,10 +382,13 @@ def _record(obj: str, namespace: str, name: str, parts: _Parts, *, uid: Any, nod
         namespace, name, str(uid or ""), _intern(str(node_name or "")),
         _intern(str(scheduler_name or "default-scheduler")), _intern(str(phase or "Pending")),
         parts.requests, parts.labels, parts.annotations, parts.owner, priority,
-        str(created or ""), _str_map(obj, "spec.nodeSelector", node_selector) or _EMPTY,
+        str(created or ""),
+        _str_map(obj, "spec.nodeSelector", node_selector) or _EMPTY if node_selector is not None
+        else _EMPTY,
         parts.affinity, parts.tolerations, bool(deletion), str(version or ""),
         _gates(obj, gates) if gates else (), parts.inter_pod, parts.volumes,
-        str(nominated or ""), _intern(policy), _scheduling_group(obj, group), parts.preferred)
+        str(nominated or ""), _intern(policy),
+        _scheduling_group(obj, group) if group is not None else "", parts.preferred)
 
 
 _POSITIONAL = ("namespace", "name", "uid", "node_name", "scheduler_name", "phase", "requests",

@@ -441,7 +441,8 @@ _intern = sys.intern
 # it; the sections records read from are kept as raw JSON, decoded only the first time
 # that exact JSON is seen (pods of one template share it) and parsed by the same helpers
 # as `pod_from_json` above. Every field `pod_from_json` reads must be named here
-# (tests/unit/test_records.py compares both paths on real API server pods).
+# (tests/unit/test_pod_wire.py compares both paths on every rule and on real API server
+# pods).
 
 _NO_RAW = msgspec.Raw()
 

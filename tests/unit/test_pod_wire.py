@@ -3,6 +3,7 @@ records the dict path (`pod_from_json`) gives, for every field placement reads."
 
 import copy
 import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -159,3 +160,18 @@ def test_error_events_and_odd_pages():
     assert isinstance(items[0], dict)
     assert [wire.record(i) for i in items] == [pod_from_json(odd),
                                                pod_from_json(rich_pod("fine"))]
+
+
+def test_real_api_server_pods_read_alike():
+    """One pod of each kind benchmarks/cache_scale.py records from the real API server
+    (v1.36.3, KWOK): DaemonSet pods with init containers, host ports and per-node
+    affinity, CoreDNS, inference and training pods, a Pending pod; managedFields and
+    KWOK's status included."""
+    data = (Path(__file__).parent / "data" / "apiserver_pods.json").read_bytes()
+    pods = orjson.loads(data)["items"]
+    assert len(pods) == 10 and all(p["metadata"].get("managedFields") for p in pods)
+    wire = PodWire()
+    items, _, _ = wire.page(data)
+    assert [wire.record(i) for i in items] == [pod_from_json(p) for p in pods]
+    assert through_wire(wire, pods) == [pod_from_json(p) for p in pods]
+    assert any(r.inter_pod.host_ports for r in through_wire(PodWire(), pods))

@@ -154,19 +154,28 @@ class KubeClient:
                 headers[auth["key"]] = auth["value"]
         return headers
 
+    def authorization(self) -> str | None:
+        """The `Authorization` header value the credentials give ("Bearer ..."), None
+        for client certificates: what a caller forwards where a proxy strips it."""
+        return self._headers(None).get("authorization") or self._headers(None).get(
+            "Authorization")
+
     def request(
         self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
         body: Any = None, content_type: str = "application/json",
         timeout: float = 30.0, retry: RetryPolicy | None = None, stream: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Response | urllib3.BaseHTTPResponse:
         """Sends one request with the retry policy. Returns the Response (or the open
-        urllib3 response when `stream`); raises ApiError for a non-2xx final answer."""
+        urllib3 response when `stream`); raises ApiError for a non-2xx final answer.
+        `headers` are added to the client's own (credentials, content type)."""
         policy = retry or self.retry
         url = self.host + path + ("?" + urlencode(query, doseq=True) if query else "")
         payload = None if body is None else (
             body if isinstance(body, bytes) else orjson.dumps(body)
         )
-        headers = self._headers(content_type if payload is not None else None)
+        headers = {**self._headers(content_type if payload is not None else None),
+                   **(headers or {})}
         last: ApiError | None = None
         for attempt in range(policy.attempts):
             if attempt:

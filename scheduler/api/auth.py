@@ -29,6 +29,10 @@ from kube import ApiError, KubeClient
 from kube.resources import SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS
 
 CACHE_TTL_S = 10.0
+PROXIED_AUTHORIZATION = "x-phalanx-authorization"
+"""Where `kubectl phalanx` puts the caller's bearer token when it goes through the API
+server's service proxy, which strips `Authorization` before forwarding (the token is
+checked with a TokenReview all the same)."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 URL_PATHS = frozenset({"/v1/topology", "/metrics"})
 GROUPS = "/v1/groups"

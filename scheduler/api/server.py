@@ -13,7 +13,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.api import domains, groups, health
-from scheduler.api.auth import Delegated, ReviewUnavailable, Scope, need_of
+from scheduler.api.auth import (
+    PROXIED_AUTHORIZATION,
+    Delegated,
+    ReviewUnavailable,
+    Scope,
+    need_of,
+)
 from scheduler.api.tls import Reloader, ServingPair
 from scheduler.api.views import ExplainSource
 
@@ -63,7 +69,9 @@ def _guard(app: FastAPI, delegated: Delegated) -> None:
         need = need_of(request.url.path)
         if need.scope is Scope.OPEN:
             return await call_next(request)  # type: ignore[no-any-return]
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        header = (request.headers.get("authorization")
+                  or request.headers.get(PROXIED_AUTHORIZATION, ""))
+        scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return _refused(401, "authentication required: send a bearer token "

@@ -20,15 +20,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kube import ApiError, api_path
+from localcluster.binaries import ensure_binaries
 from localcluster.bulk import ensure_namespace, wait_until
-from tests.integration.helpers import POOL, free_port, pool_nodes, stop_process
+from localcluster.controllers import host_address
+from tests.integration.helpers import (
+    POOL,
+    free_port,
+    pool_nodes,
+    stop_process,
+    token_kubeconfig,
+)
 
 pytestmark = pytest.mark.integration
 SCHEDULER = "phalanx-secure"
 TEAMS = ("team-a", "team-b")
 
 
-def _pair(folder: Path, serial: int) -> tuple[Path, Path]:
+def _pair(folder: Path, serial: int, host: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "phalanx-test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -37,7 +45,7 @@ def _pair(folder: Path, serial: int) -> tuple[Path, Path]:
             .not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                [x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
             .sign(key, hashes.SHA256()))
     crt, pem = folder / "tls.crt", folder / "tls.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -47,8 +55,8 @@ def _pair(folder: Path, serial: int) -> tuple[Path, Path]:
     return crt, pem
 
 
-def _served_serial(port: int) -> int:
-    pem = ssl.get_server_certificate(("127.0.0.1", port))
+def _served_serial(host: str, port: int) -> int:
+    pem = ssl.get_server_certificate((host, port))
     return x509.load_pem_x509_certificate(pem.encode()).serial_number
 
 
@@ -111,7 +119,10 @@ def _gang(kube, team: str) -> None:
 @pytest.fixture(scope="module")
 def secure(kube, local_cluster, tmp_path_factory):
     folder = tmp_path_factory.mktemp("secure")
-    cert, key = _pair(folder, serial=1001)
+    # On this machine's own address, not loopback: the API server's service proxy (the
+    # `kubectl phalanx` test) dials a Service's endpoints, which may not be loopback.
+    host = host_address()
+    cert, key = _pair(folder, serial=1001, host=host)
     pool_nodes(kube, "pool-sec", 8, seed=77, fanout=(1, 1, 8))
     tokens = _grants(kube)
     port = free_port()
@@ -123,16 +134,16 @@ def secure(kube, local_cluster, tmp_path_factory):
             [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
              str(local_cluster.kubeconfig), "--config", str(config),
              "--http-address", f"127.0.0.1:{free_port()}",
-             "--secure-address", f"127.0.0.1:{port}",
+             "--secure-address", f"{host}:{port}",
              "--tls-cert-file", str(cert), "--tls-private-key-file", str(key)],
             stdout=out, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"https://127.0.0.1:{port}",
+    client = httpx.Client(base_url=f"https://{host}:{port}",
                           verify=ssl.create_default_context(cafile=str(cert)), timeout=10)
     try:
         wait_until(lambda: _answers(client), 30, "the secure port answers /healthz")
         for team in TEAMS:
             _gang(kube, team)
-        yield client, tokens, port, (cert, key), folder
+        yield client, tokens, (host, port), (cert, key), folder
     finally:
         client.close()
         stop_process(process)
@@ -192,18 +203,18 @@ def test_metrics_and_topology_need_the_non_resource_url(secure):
 
 
 def test_a_rotated_pair_is_served_without_a_restart(secure):
-    _, _, port, (cert, key), folder = secure
-    assert _served_serial(port) == 1001
+    _, _, (host, port), (cert, key), folder = secure
+    assert _served_serial(host, port) == 1001
     staged = folder / "next"
     staged.mkdir(exist_ok=True)
-    new_cert, new_key = _pair(staged, serial=2002)
+    new_cert, new_key = _pair(staged, serial=2002, host=host)
     # As a projected Secret rotates: both files replaced by renames.
     new_key.replace(key)
     new_cert.replace(cert)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _served_serial(port) != 2002:
+    while time.monotonic() < deadline and _served_serial(host, port) != 2002:
         time.sleep(0.5)
-    assert _served_serial(port) == 2002
+    assert _served_serial(host, port) == 2002
 
 
 def test_fuzzed_with_a_token_never_answers_5xx(secure):
@@ -213,7 +224,7 @@ def test_fuzzed_with_a_token_never_answers_5xx(secure):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    client, tokens, port, (cert, _), _ = secure
+    client, tokens, (host, port), (cert, _), _ = secure
     auth = _as(tokens["reader"])
     published = client.get("/openapi.json", headers=auth)
     assert published.status_code == 200
@@ -227,10 +238,68 @@ def test_fuzzed_with_a_token_never_answers_5xx(secure):
     def fuzz(data: st.DataObject) -> None:
         operation = data.draw(st.sampled_from(operations))
         case = data.draw(operation.as_strategy())
-        reply = case.call(base_url=f"https://127.0.0.1:{port}", headers=auth,
+        reply = case.call(base_url=f"https://{host}:{port}", headers=auth,
                           verify=str(cert))  # the pair the server holds now
         statuses.add(reply.status_code)
         assert reply.status_code < 500, (case.path, reply.text)
 
     fuzz()
     assert 403 in statuses and statuses & {200, 404, 422}
+
+
+def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
+        secure, kube, local_cluster, tmp_path):
+    """`kubectl phalanx` (the real kubectl finding the plugin on PATH) with a team's own
+    token kubeconfig, through the API server's service proxy to a Service whose endpoint
+    is the secure port: the scheduler sees the team's identity."""
+    _, _, (host, port), _, _ = secure
+    rbac, namespace = "rbac.authorization.k8s.io", "phalanx-proxy"
+    ensure_namespace(kube, namespace)
+    _apply(kube, api_path("", "v1", "services", namespace), {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "phalanx-scheduler"},
+        "spec": {"ports": [{"name": "https", "port": 10271, "targetPort": port}]}})
+    # The API server's service proxy only dials endpoint addresses that are a Pod's IP
+    # (it checks the targetRef): a pod that stands for the scheduler's, never scheduled
+    # (so KWOK leaves it alone), with this machine's address as its IP, as a kubelet
+    # would report it.
+    _apply(kube, api_path("", "v1", "pods", namespace), {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "phalanx-scheduler-0"},
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "p", "image": "phalanx"}]}})
+    kube.call("PATCH", api_path("", "v1", "pods", namespace, "phalanx-scheduler-0", "status"),
+              body={"status": {"podIP": host, "podIPs": [{"ip": host}]}},
+              content_type="application/merge-patch+json")
+    _apply(kube, api_path("", "v1", "endpoints", namespace), {
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "phalanx-scheduler"},
+        "subsets": [{"addresses": [{"ip": host, "targetRef": {
+            "kind": "Pod", "namespace": namespace, "name": "phalanx-scheduler-0"}}],
+            "ports": [{"name": "https", "port": port}]}]})
+    _apply(kube, api_path(rbac, "v1", "roles", namespace), {
+        "apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": {"name": "explain"},
+        "rules": [{"apiGroups": [""], "resources": ["services/proxy"],
+                   "resourceNames": ["https:phalanx-scheduler:https"], "verbs": ["get"]}]})
+    _apply(kube, api_path(rbac, "v1", "rolebindings", namespace), {
+        "apiVersion": f"{rbac}/v1", "kind": "RoleBinding", "metadata": {"name": "explain"},
+        "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "explain"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "team-a"}]})
+    config = token_kubeconfig(kube, local_cluster.kubeconfig, "team-a", "reader",
+                              tmp_path / "reader.kubeconfig")
+    kubectl = (local_cluster.bin_dir or ensure_binaries()) / "kubectl"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "KUBECONFIG": str(config)}
+
+    def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(kubectl), "phalanx", "--scheduler-namespace", namespace,
+                               *args], env=env, capture_output=True, text=True, timeout=60)
+
+    explained = plugin("explain", "team-a/train")
+    assert explained.returncode == 0, explained.stderr
+    assert explained.stdout.startswith("team-a/train: Bound (placed)")
+    listed = plugin("groups")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0][:2] == ["NAMESPACE", "NAME"] and [r[:2] for r in rows[1:]] == [
+        ["team-a", "train"]]
+    refused = plugin("explain", "team-b/train")
+    assert refused.returncode == 1 and "403" in refused.stderr and "reader" in refused.stderr
+    # The reader may not read /v1/topology: the scheduler says so, through the proxy.
+    assert "403" in plugin("topology").stderr

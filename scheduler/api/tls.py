@@ -4,10 +4,12 @@ start-up when none is given (with a warning: clients cannot verify it)."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import ssl
 import tempfile
@@ -52,6 +54,7 @@ def self_signed(hosts: tuple[str, ...] = ()) -> ServingPair:
             .sign(key, hashes.SHA256()))
     folder = Path(tempfile.mkdtemp(prefix="phalanx-tls-"))
     os.chmod(folder, 0o700)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the key leaves with us
     cert_file, key_file = folder / "tls.crt", folder / "tls.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.touch(mode=0o600)

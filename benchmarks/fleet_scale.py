@@ -42,9 +42,21 @@ whose real control plane would be scaled out):
   100,000 nodes), and kube-controller-manager's `--node-monitor-grace-period` (40 s ->
   4 h) and `--node-monitor-period` (5 s -> 30 min), so the node-lifecycle controller does
   not declare unreachable nodes that heartbeat this slowly.
+- kwok-controller `nodePlayStageParallelism: 32`, `podPlayStageParallelism: 32` (a
+  KwokConfiguration document beside kwokctl's; KWOK's default is 4 each): with 4 Stage
+  workers KWOK turned 10,000 new nodes Ready at ~22/s here (444 s for 10,000 while its
+  own CPU stayed at 0.2 cores), each Ready PATCH waiting on the shared machine's latency.
+- kube-apiserver `--disable-admission-plugins=TaintNodesByCondition`: that plugin taints
+  every new node `node.kubernetes.io/not-ready:NoSchedule`, and kube-controller-manager
+  lifts the taints with a fixed 8 node-update workers, one GET and PATCH each: 25 nodes/s
+  on this shared machine (10,000 nodes Ready in 77 s, schedulable only after 455 s), i.e.
+  over an hour for 100,000. Without it a node KWOK has made Ready is schedulable at once
+  (the controller still taints a node it finds not Ready).
 - etcd `--quota-backend-bytes` 16 GiB (localcluster: 8 GiB): every pod's revisions
   (create, bind, KWOK's status) stay until the apiserver's 5-minute compaction, and the
   DB file never shrinks without a defrag.
+The run stops itself (and says so) if the machine's MemAvailable falls below 1.5 GB: the
+machine is shared, and the OOM killer would pick someone's process.
 Everything else as localcluster runs every test (etcd without fsync, raised in-flight
 limits, no client QPS limits).
 """
@@ -74,7 +86,7 @@ from kube import ApiError, KubeClient, Watcher
 from kube.resources import NODES, PODS, STATEFULSETS
 from localcluster.binaries import REPO
 from localcluster.bulk import create_all, ensure_namespace
-from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster
+from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster, node_ready
 from localcluster.synthnodes import schedulable
 from topology.synthetic import SYNTHETIC_LABEL, ClusterSpec, synth_nodes
 
@@ -84,6 +96,9 @@ HEARTBEAT_FACTOR = 360
 ETCD_QUOTA = 16 << 30
 KWOKCTL_ARGS = ("--node-lease-duration-seconds", "0", "--heartbeat-factor", str(HEARTBEAT_FACTOR))
 ETCD_ARGS = {"quota-backend-bytes": str(ETCD_QUOTA)}
+APISERVER_ARGS = {"disable-admission-plugins": "TaintNodesByCondition"}
+MEMORY_FLOOR_MB = 1500
+KWOK_OPTIONS = {"nodePlayStageParallelism": 32, "podPlayStageParallelism": 32}
 CHUNK = 5000
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
@@ -133,6 +148,10 @@ def component_pids(cluster: LocalCluster) -> dict[str, int]:
     return found
 
 
+class Exhausted(RuntimeError):
+    """The machine ran out of a resource the run must not take from others."""
+
+
 class Sampler:
     """Every `every` seconds: each process's CPU rate (cores) and RSS, the machine's busy
     fraction and MemAvailable, tagged with the run's current phase. The timeline is the
@@ -145,6 +164,8 @@ class Sampler:
         self.timeline: list[dict[str, Any]] = []
         self.peak_rss_mb: dict[str, float] = {}
         self._stop = threading.Event()
+        self.exhausted = ""
+        """Set (to the evidence) once MemAvailable fell below MEMORY_FLOOR_MB."""
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
         self.started = time.monotonic()
 
@@ -188,6 +209,15 @@ class Sampler:
                 self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0.0), rss)
             last_t = now
             self.timeline.append(sample)
+            if sample["mem_available_mb"] < MEMORY_FLOOR_MB and not self.exhausted:
+                self.exhausted = (f"memory: MemAvailable {sample['mem_available_mb']} MB at "
+                                  f"{sample['t']} s ({self.phase}); RSS MB {sample['rss_mb']}")
+
+    def check(self) -> None:
+        """Ends the run when memory ran out (the shared machine must not reach the OOM
+        killer)."""
+        if self.exhausted:
+            raise Exhausted(self.exhausted)
 
     def summary(self, phase: str) -> dict[str, Any]:
         """Mean cores per process and machine busy fraction over one phase's samples."""
@@ -265,27 +295,34 @@ def etcd_state(cluster: LocalCluster) -> dict[str, Any]:
 
 # -- watches ---------------------------------------------------------------------------
 class NodeCount:
-    """Synthetic nodes schedulable (Ready, lifecycle taints gone), kept by one watch."""
+    """Synthetic nodes Ready (KWOK's part) and schedulable (Ready and the node-lifecycle
+    controller's taints gone), kept by one watch: which of the two lags shows who limits."""
 
     def __init__(self) -> None:
         self.ok: set[str] = set()
+        self.ready: set[str] = set()
         self.lock = threading.Lock()
 
     def replace(self, items: list[dict[str, Any]]) -> None:
-        with self.lock:
-            self.ok = {n["metadata"]["name"] for n in items if schedulable(n)}
+        for item in items:
+            self.event("ADDED", item)
 
     def event(self, kind: str, node: dict[str, Any]) -> None:
         name = node["metadata"]["name"]
         with self.lock:
-            if kind != "DELETED" and schedulable(node):
-                self.ok.add(name)
-            else:
-                self.ok.discard(name)
+            for found, holds in ((self.ok, schedulable(node)), (self.ready, node_ready(node))):
+                if kind != "DELETED" and holds:
+                    found.add(name)
+                else:
+                    found.discard(name)
 
     def count(self) -> int:
         with self.lock:
             return len(self.ok)
+
+    def ready_count(self) -> int:
+        with self.lock:
+            return len(self.ready)
 
 
 @dataclass
@@ -402,7 +439,9 @@ class Run:
         self.report: dict[str, Any] = {"benchmark": "fleet_scale", "nodes_asked": args.nodes,
                                        "seed": args.seed, "phases": {}, "workloads": []}
         self.cluster = LocalCluster(name=NAME, kwokctl_args=KWOKCTL_ARGS,
-                                    extra_args={"etcd": dict(ETCD_ARGS)})
+                                    extra_args={"etcd": dict(ETCD_ARGS),
+                                                "kube-apiserver": dict(APISERVER_ARGS)},
+                                    kwok_options=dict(KWOK_OPTIONS))
         self.phalanx: subprocess.Popen[bytes] | None = None
         self.watchers: list[Watcher] = []
         self.sampler: Sampler | None = None
@@ -456,17 +495,36 @@ class Run:
             created += done.created + done.existed
             chunks.append(round(done.per_second, 1))
             print(f"[fleet] {created} nodes at {done.per_second:.0f}/s "
-                  f"({time.monotonic() - t0:.0f}s, {counter.count()} schedulable)",
+                  f"({time.monotonic() - t0:.0f}s, {counter.ready_count()} Ready, "
+                  f"{counter.count()} schedulable)",
                   file=sys.stderr, flush=True)
+            self.sampler.check()
             if time.monotonic() > deadline:
                 break
         create_s = time.monotonic() - t0
-        all_ready = _wait(lambda: counter.count() >= created, deadline + 120, 1.0)
-        ready_s = time.monotonic() - t0
+        ready_s: float | None = None
+        last_print = time.monotonic()
+
+        def all_schedulable() -> bool:
+            nonlocal ready_s, last_print
+            assert self.sampler is not None
+            self.sampler.check()
+            if ready_s is None and counter.ready_count() >= created:
+                ready_s = time.monotonic() - t0
+            if time.monotonic() - last_print > 30:
+                last_print = time.monotonic()
+                print(f"[fleet] {time.monotonic() - t0:.0f}s: {counter.ready_count()} Ready, "
+                      f"{counter.count()} schedulable", file=sys.stderr, flush=True)
+            return counter.count() >= created
+
+        all_ready = _wait(all_schedulable, deadline + 120, 1.0)
+        schedulable_s = time.monotonic() - t0
         self.phase(kube, "scheduler-start", {
             "created": created, "create_s": round(create_s, 1),
             "nodes_per_s": round(created / create_s, 1), "chunk_rates": chunks,
-            "schedulable": counter.count(), "all_schedulable_s": round(ready_s, 1),
+            "ready": counter.ready_count(), "schedulable": counter.count(),
+            "all_ready_s": round(ready_s, 1) if ready_s is not None else None,
+            "all_schedulable_s": round(schedulable_s, 1),
             "finished": created == len(nodes) and all_ready})
         self.report["nodes_created"] = created
         if created < len(nodes) or not all_ready:
@@ -520,6 +578,8 @@ class Run:
 
         def all_bound() -> bool:
             nonlocal last_print
+            assert self.sampler is not None
+            self.sampler.check()
             state = {w.name: pods.counts(w.name) for w in workloads}
             if time.monotonic() - last_print > 30:
                 last_print = time.monotonic()
@@ -527,7 +587,10 @@ class Run:
                       f"{state}", file=sys.stderr, flush=True)
             return all(state[w.name][1] >= w.replicas for w in workloads)
 
-        finished = _wait(all_bound, deadline, 1.0)
+        try:
+            finished = _wait(all_bound, deadline, 1.0)
+        except Exhausted as exc:  # what was bound so far is still the run's evidence
+            finished, self.report["stopped"] = False, str(exc)
         phalanx_cpu = _cpu_seconds(self.phalanx.pid) - cpu_workloads0
         time.sleep(1.0)
         for w in workloads:
@@ -539,7 +602,7 @@ class Run:
             "peak_rss_mb": round(_status_mb(self.phalanx.pid, "VmHWM")),
             "metrics": self._phalanx_metrics()}
         self.phase(kube, None, {"finished": finished})
-        if not finished:
+        if not finished and "stopped" not in self.report:
             self.report["stopped"] = "workloads not all bound within --timeout"
 
     def _workload_result(self, w: Workload, pods: PodTracker) -> dict[str, Any]:
@@ -678,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic()
     try:
         run.execute()
+    except Exhausted as exc:
+        run.report["stopped"] = str(exc)
     except (ApiError, OSError, TimeoutError) as exc:
         run.report["stopped"] = f"{type(exc).__name__}: {exc}"
         raise

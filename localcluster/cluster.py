@@ -90,6 +90,10 @@ class LocalCluster:
     """Extra `kwokctl create cluster` flags (e.g. `--heartbeat-factor`,
     `--node-lease-duration-seconds`): a fleet of 100,000 KWOK nodes needs slower heartbeats
     than the defaults every test runs with, so none are added unless asked for."""
+    kwok_options: dict[str, Any] = field(default_factory=dict)
+    """KwokConfiguration options for kwok-controller (e.g. `nodePlayStageParallelism`:
+    KWOK turns 4 nodes Ready at a time by default, which caps a large fleet at tens of
+    nodes/s); none unless asked for."""
     _kube: KubeClient | None = field(default=None, repr=False)
     _running: list[RunningController] = field(default_factory=list, repr=False)
 
@@ -208,10 +212,15 @@ class LocalCluster:
              "extraArgs": [{"key": key, "value": value} for key, value in sorted(args.items())]}
             for name, args in sorted(merged.items())
         ]
-        return json.dumps({
+        text = json.dumps({
             "kind": "KwokctlConfiguration", "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "componentsPatches": patches,
         }, indent=2)
+        if self.kwok_options:  # a second document: kwokctl hands it to kwok-controller
+            text += "\n---\n" + json.dumps({
+                "kind": "KwokConfiguration", "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                "options": self.kwok_options}, indent=2)
+        return text
 
     def _wait_serving(self, deadline: float) -> None:
         kube = self.kube()

@@ -44,7 +44,7 @@ from scheduler.collaborators import (
     VolumeWriter,
 )
 from scheduler.config import Config
-from scheduler.discovery import discover
+from scheduler.discovery import Claims, discover
 from scheduler.gang import Gang, GangKey, GangSpec
 from scheduler.metrics import SchedulerMetrics
 from scheduler.preemption import (
@@ -121,6 +121,8 @@ class Scheduler:
         self.single_flights: dict[str, tuple[frozenset[tuple[str, str]], float]] = {}
         """Pod key -> (victims (key, uid) evicted for it, deadline): one at a time."""
         self.records: dict[GangKey, GangRecord] = {}
+        self.claims = Claims()
+        """Each pod's gang claim, kept between cycles while its record is unchanged."""
         self.solver_config = SolverConfig(algorithm=config.algorithm,
                                           time_limit_s=config.solver_time_limit_s)
         self.repair_due = False
@@ -136,13 +138,15 @@ class Scheduler:
         pods, assumed = self.cluster.all_pods()
         name = self.config.scheduler_name
         found = discover(pods, assumed, ours=lambda p: p.scheduler_name == name,
-                         sources=self.sources, objects=self.objects)
+                         sources=self.sources, objects=self.objects, claims=self.claims)
         self.gang_of = found.gang_of
         for gang in sorted(found.gangs, key=lambda g: (-g.priority, g.created, g.key)):
             if not self.leadership.leading():
                 return  # lost the Lease mid-cycle: the new leader takes it from here
             self.schedule_gang(gang, found.source_of.get(gang.key, ""))
-        self._prune({gang.key for gang in found.gangs}, {p.key for p in pods})
+        live = {p.key for p in pods}
+        self._prune({gang.key for gang in found.gangs}, live)
+        self.claims.keep(live)
         if found.singles and self.leadership.leading():
             singles = sorted(found.singles, key=lambda p: (-p.priority, p.created, p.key))
             self.singles.schedule(singles, self.cluster.snapshot(

@@ -41,9 +41,38 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+class Claims:
+    """Each pod's claim, remembered while its record stays the same object (records are
+    immutable and replaced on every change). A cluster of a million pods, most of them
+    bound and of no gang (DaemonSets, inference), would otherwise ask every source about
+    every pod on every cycle (2.6 s of CPU per cycle at 1,000,000 pods)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[PodRecord, GangKey | None, GangSource | None]] = {}
+
+    def claim(self, pod: PodRecord, pod_key: str, sources: Sequence[GangSource],
+              objects: ObjectLookup) -> tuple[GangKey | None, GangSource | None]:
+        found = self.known.get(pod_key)
+        if found is not None and found[0] is pod:
+            return found[1], found[2]
+        key, source, stable = _claim(pod, sources, objects)
+        if stable:
+            self.known[pod_key] = (pod, key, source)
+        else:
+            self.known.pop(pod_key, None)
+        return key, source
+
+    def keep(self, keys: set[str]) -> None:
+        """Forgets pods that are gone."""
+        if len(self.known) > len(keys):
+            self.known = {k: v for k, v in self.known.items() if k in keys}
+
+
 def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
              ours: Callable[[PodRecord], bool], sources: Sequence[GangSource],
-             objects: ObjectLookup) -> Discovered:
+             objects: ObjectLookup, claims: Claims | None = None) -> Discovered:
+    """`claims` remembers claims between calls (the scheduler's cycle passes its own)."""
+    claims = claims or Claims()
     members: dict[GangKey, list[PodRecord]] = defaultdict(list)
     claimed_by: dict[GangKey, GangSource] = {}
     singles: list[PodRecord] = []
@@ -51,17 +80,18 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
     for pod in pods:
         if pod.terminal or pod.deleting:
             continue
-        placed = bool(pod.node_name) or pod.key in assumed
+        pod_key = pod.key  # built once: a million pods pass here every cycle
+        placed = bool(pod.node_name) or pod_key in assumed
         if not placed and not ours(pod):
             continue  # another scheduler's pending pod
-        key, source = _claim(pod, sources, objects)
+        key, source = claims.claim(pod, pod_key, sources, objects)
         if key is None or source is None:
             if not placed and not pod.scheduling_gates:
                 singles.append(pod)
             continue
         members[key].append(pod)
         if placed:
-            gang_of[pod.key] = key
+            gang_of[pod_key] = key
         claimed_by.setdefault(key, source)
     gangs = []
     for key, group in members.items():
@@ -75,12 +105,16 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
 
 
 def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup
-           ) -> tuple[GangKey | None, GangSource | None]:
+           ) -> tuple[GangKey | None, GangSource | None, bool]:
+    """The first source's claim, and whether every source asked decided from the pod
+    alone (then the answer holds as long as the pod's record)."""
+    stable = True
     for source in sources:
         key = source.claim(pod, objects)
+        stable = stable and not source.claim_reads_objects(pod)
         if key is not None:
-            return key, source
-    return None, None
+            return key, source, stable
+    return None, None, stable
 
 
 def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from kube.resources import ObjectRef
 from topology.records import PodRecord
@@ -19,8 +20,10 @@ GANG_KIND_PATTERN = r"^[A-Z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 several APIs name a kind alike (PodGroup.scheduling.k8s.io, PodGroup.kueue.x-k8s.io)."""
 
 
-@dataclass(frozen=True, order=True)
-class GangKey:
+class GangKey(NamedTuple):
+    """A gang's identity. A tuple (hashed and compared in C): discovery files every bound
+    member of every gang under its key on each cycle, hundreds of thousands at scale."""
+
     kind: str
     """What defines the gang: PodGroup, StatefulSet, Job, ..."""
     namespace: str

@@ -107,6 +107,12 @@ class GangSource(Protocol):
         read the workload (a JobSet's initializer steps are not in its gang)."""
         ...
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        """Whether `claim` of this pod depends on other objects than the pod (then its
+        answer may change while the pod does not, and discovery asks again each cycle;
+        otherwise it is remembered for as long as the pod's record is the same)."""
+        ...
+
     def rank(self, pod: PodRecord, objects: ObjectLookup) -> int | None:
         """The member's rank, or None when the source gives none; GangSpecError when
         the pod carries a malformed one."""

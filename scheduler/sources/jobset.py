@@ -98,6 +98,9 @@ class JobSetSource:
         spec."""
 
     # -- membership ---------------------------------------------------------------------
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return NAME in pod.labels  # the JobSet's initializer steps are read from it
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         jobset = pod.labels.get(NAME)
         if not jobset:

@@ -30,6 +30,9 @@ KIND = "PodGroup.kueue.x-k8s.io"
 class KueueSource:
     name = "Kueue pod group"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         group = pod.labels.get(GROUP_LABEL)
         return GangKey(KIND, pod.namespace, group) if group else None

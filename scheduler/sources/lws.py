@@ -62,6 +62,9 @@ def subgroup_index(size: int, subgroup_size: int, worker: int) -> int:
 class LeaderWorkerSetSource:
     name = "LeaderWorkerSet"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         lws, group = pod.labels.get(NAME), pod.labels.get(GROUP)
         if not lws or group is None:

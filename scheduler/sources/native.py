@@ -29,6 +29,9 @@ KIND = "PodGroup.scheduling.k8s.io"
 class NativePodGroupSource:
     name = "scheduling.k8s.io PodGroup"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         return GangKey(KIND, pod.namespace, pod.scheduling_group) if pod.scheduling_group \
             else None

@@ -40,6 +40,9 @@ class OwnerSource:
         claims every owned pod (`phalanx place`: the manifest says it is a gang)."""
         self.accelerators = None if accelerators is None else tuple(accelerators)
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         owner = pod.owner
         if owner is None or owner.kind not in OWNER_KINDS:

@@ -26,6 +26,9 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 class PodGroupSource:
     name = "PodGroup label"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         group = pod.labels.get(POD_GROUP_LABEL)
         return GangKey("PodGroup", pod.namespace, group) if group else None

@@ -55,6 +55,9 @@ def type_order(replica_type: str) -> tuple[int, str]:
 class TrainingJobSource:
     name = "training-operator job"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         owner = pod.owner
         if owner is None or owner.kind not in REPLICA_SPECS:

@@ -28,6 +28,9 @@ KIND = "PodGroup.scheduling.volcano.sh"
 class VolcanoSource:
     name = "Volcano group annotation"
 
+    def claim_reads_objects(self, pod: PodRecord) -> bool:
+        return False
+
     def claim(self, pod: PodRecord, objects: ObjectLookup) -> GangKey | None:
         group = next((pod.annotations[a] for a in GROUP_ANNOTATIONS if pod.annotations.get(a)),
                      None)

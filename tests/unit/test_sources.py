@@ -366,3 +366,52 @@ def test_precedence_puts_a_pod_every_source_would_claim_in_exactly_one_gang() ->
                      "Kueue pod group", "JobSet", "LeaderWorkerSet", "owner"]
     found = discover([everything], {}, ours=lambda p: True, sources=chain, objects=Objects())
     assert [g.key for g in found.gangs] == [GangKey("PodGroup", NS, "pg")]
+
+
+def test_claims_are_remembered_while_the_record_is_the_same():
+    """Discovery asks the sources about a pod once per record: a replaced record (any
+    change) is asked again, and so is a pod whose claim reads other objects (a JobSet's
+    member: the JobSet may change while the pod does not)."""
+    from scheduler.discovery import Claims
+    from scheduler.sources.jobset import NAME as JOBSET_NAME
+
+    asked: list[str] = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def claim(self, pod, objects):
+            asked.append(pod.name)
+            return self.inner.claim(pod, objects)
+
+        def __getattr__(self, attribute):
+            return getattr(self.inner, attribute)
+
+    chain = [Counting(s) for s in sources(ACCELERATORS)]
+    claims = Claims()
+
+    class Objects:
+        def get(self, resource, namespace, name):
+            return None
+
+    sts = PodRecord("ns", "w-0", node_name="n1", requests={"nvidia.com/gpu": 8},
+                    owner=OwnerRef("StatefulSet", "w", "u"))
+    daemon = PodRecord("ns", "d-0", node_name="n1", owner=OwnerRef("DaemonSet", "d", "u"))
+    member = PodRecord("ns", "j-0", node_name="n1", requests={"nvidia.com/gpu": 8},
+                       labels={JOBSET_NAME: "j"})
+    pods = [sts, daemon, member]
+    first = discover(pods, {}, ours=lambda p: True, sources=chain, objects=Objects(),
+                     claims=claims)
+    assert first.gang_of == {"ns/w-0": GangKey("StatefulSet", "ns", "w"),
+                             "ns/j-0": GangKey("JobSet", "ns", "j")}
+    asked.clear()
+    again = discover(pods, {}, ours=lambda p: True, sources=chain, objects=Objects(),
+                     claims=claims)
+    assert again.gang_of == first.gang_of
+    assert set(asked) == {"j-0"}  # only the JobSet member is asked again
+    asked.clear()
+    moved = replace(sts, node_name="n2")
+    discover([moved, daemon, member], {}, ours=lambda p: True, sources=chain,
+             objects=Objects(), claims=claims)
+    assert set(asked) == {"w-0", "j-0"}

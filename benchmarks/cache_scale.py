@@ -632,7 +632,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the streams here and keep them (default: a temp dir)")
     parser.add_argument("--recorded", type=Path, default=None,
                         help="a folder a previous run kept: skip the control plane")
+    parser.add_argument("--measure-only", type=Path, default=None,
+                        help="a folder a previous --keep-files run wrote: measure its streams")
     args = parser.parse_args(argv)
+    if args.measure_only is not None:
+        return _measure(args.measure_only, {"benchmark": "cache_scale"}, keep=True)
     folder = args.keep_files or Path(tempfile.mkdtemp(prefix="cache-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     source = args.recorded or folder
@@ -669,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     result["replay_lifecycle_events"] = {"scale_up": len(scaled), "delete": len(deleted)}
     replay_stream(scaled, deleted, listed_train, names, args.events, folder / "events.jsonl")
     result["replicate_s"] = round(time.monotonic() - started, 1)
+    return _measure(folder, result, keep=args.keep_files is not None)
+
+
+def _measure(folder: Path, result: dict[str, Any], keep: bool) -> int:
+    """Runs the child on the streams in `folder` (deleted after unless `keep`)."""
     child = subprocess.run([sys.executable, "-c", CHILD, str(folder / "nodes.jsonl"),
                             str(folder / "pods.jsonl"), str(folder / "events.jsonl")],
                            capture_output=True, text=True)
@@ -676,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         print(child.stderr, file=sys.stderr)
         return 1
     result.update(json.loads(child.stdout))
-    if args.keep_files is None:
+    if not keep:
         for name in ("nodes.jsonl", "pods.jsonl", "events.jsonl"):
             (folder / name).unlink()
     print_result(result)

@@ -175,15 +175,19 @@ def _resources(obj: str, field_name: str, raw: Any) -> dict[str, int]:
 def node_from_json(raw: dict[str, Any]) -> NodeRecord:
     meta = raw.get("metadata") or {}
     spec, status = raw.get("spec") or {}, raw.get("status") or {}
+    ready = False
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            ready = condition.get("status") == "True"
     return _node_record(meta.get("name"), meta.get("labels"), spec.get("taints"),
-                        spec.get("unschedulable"), status.get("allocatable"),
-                        status.get("conditions"))
+                        spec.get("unschedulable"), status.get("allocatable"), ready)
 
 
 def _node_record(name: Any, labels: Any, taint_list: Any, unschedulable: Any,
-                 allocatable: Any, conditions: Any) -> NodeRecord:
+                 allocatable: Any, ready: bool, *, labels_checked: bool = False) -> NodeRecord:
     """The one place a NodeRecord is built and checked, for dicts (`node_from_json`) and
-    for the wire path (`nodes_from_list_bytes`)."""
+    for the wire path (`nodes_from_list_bytes`, whose structs have checked the labels'
+    types already: `labels_checked`)."""
     if not isinstance(name, str) or not name:
         raise RecordError("node", "metadata.name", "a non-empty string", name)
     obj = f"node {name}"
@@ -192,23 +196,45 @@ def _node_record(name: Any, labels: Any, taint_list: Any, unschedulable: Any,
         if not isinstance(taint, dict) or not isinstance(taint.get("key"), str):
             raise RecordError(obj, f"spec.taints[{index}]", "a taint with a key", taint)
         taints.append(Taint(taint["key"], str(taint.get("value") or ""), str(taint.get("effect"))))
-    ready = False
-    for condition in conditions or ():
-        if isinstance(condition, dict) and condition.get("type") == "Ready":
-            ready = condition.get("status") == "True"
     return NodeRecord(
         name=name,
-        labels=_str_map(obj, "metadata.labels", labels),
-        allocatable=_resources(obj, "status.allocatable", allocatable),
+        labels=(labels or {}) if labels_checked else _str_map(obj, "metadata.labels", labels),
+        allocatable=_allocatable(obj, allocatable),
         taints=tuple(taints),
         unschedulable=bool(unschedulable),
         ready=ready,
     )
 
 
+_ALLOCATABLE: dict[Any, dict[str, int]] = {}
+
+
+def _allocatable(obj: str, raw: Any) -> dict[str, int]:
+    """status.allocatable in units, one shared dict per distinct value (records are
+    read-only; a fleet has a few instance types, so 110,000 nodes parse a few maps)."""
+    if isinstance(raw, dict):
+        try:
+            key = tuple(raw.items())
+            found = _ALLOCATABLE.get(key)
+        except TypeError:  # an unhashable value: parsed, and refused, below
+            key, found = None, None
+        if found is not None:
+            return found
+        parsed = _resources(obj, "status.allocatable", raw)
+        if key is not None and len(_ALLOCATABLE) < 4096:
+            _ALLOCATABLE[key] = parsed
+        return parsed
+    return _resources(obj, "status.allocatable", raw)
+
+
+class _WireCondition(msgspec.Struct, gc=False):
+    type: Any = None
+    status: Any = None
+
+
 class _WireNodeMeta(msgspec.Struct, gc=False):
     name: Any = None
-    labels: Any = None
+    labels: dict[str, str] | None = None
 
 
 class _WireNodeSpec(msgspec.Struct, gc=False):
@@ -218,7 +244,7 @@ class _WireNodeSpec(msgspec.Struct, gc=False):
 
 class _WireNodeStatus(msgspec.Struct, gc=False):
     allocatable: Any = None
-    conditions: Any = None
+    conditions: list[_WireCondition] | None = None
 
 
 class _WireNode(msgspec.Struct, gc=False):
@@ -236,12 +262,20 @@ class _WireNodeList(msgspec.Struct, gc=False):
 _NODE_LIST = msgspec.json.Decoder(_WireNodeList)
 
 
+def _wire_ready(conditions: list[_WireCondition] | None) -> bool:
+    ready = False
+    for condition in conditions or ():
+        if condition.type == "Ready":
+            ready = condition.status == "True"
+    return ready
+
+
 def nodes_from_list_bytes(data: bytes) -> list[NodeRecord] | None:
     """The nodes of a NodeList (`kubectl get nodes -o json`) straight from its bytes,
     skipping what placement never reads (images, managedFields, addresses): ~3x faster
     than dicts at 110,000 nodes. None when the bytes are no NodeList the structs take
-    (then the dict path reads them and names what is wrong). Items of another kind are
-    skipped, as the dict path skips them."""
+    (labels not all strings, say: then the dict path reads them and names what is
+    wrong). Items of another kind are skipped, as the dict path skips them."""
     try:
         listed = _NODE_LIST.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
@@ -249,7 +283,8 @@ def nodes_from_list_bytes(data: bytes) -> list[NodeRecord] | None:
     if listed.kind != "NodeList":
         return None
     return [_node_record(n.metadata.name, n.metadata.labels, n.spec.taints,
-                         n.spec.unschedulable, n.status.allocatable, n.status.conditions)
+                         n.spec.unschedulable, n.status.allocatable,
+                         _wire_ready(n.status.conditions), labels_checked=True)
             for n in listed.items if n.kind in (None, "Node")]
 
 
@@ -434,9 +469,10 @@ _intern = sys.intern
 
 # -- the wire path: pods straight from the API server's bytes ----------------------------
 #
-# A pod as the API server sends it is ~4-9 KB of JSON (managedFields, env, probes, mounts,
+# A pod as the API server sends it is ~4-13 KB of JSON (managedFields, env, probes, mounts,
 # container statuses), of which placement reads a few hundred bytes. Decoding all of it
-# into dicts (orjson) and then reading it costs ~100 us per pod: 100 s for a million.
+# into dicts (orjson) and then reading it costs ~100-140 us per pod (most of it orjson):
+# minutes for a million.
 # msgspec decodes into the structs below and skips every other field without building
 # it; the sections records read from are kept as raw JSON, decoded only the first time
 # that exact JSON is seen (pods of one template share it) and parsed by the same helpers

@@ -213,7 +213,10 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
     workload = (_jobset(name, size, scheduler, slice_pods) if slice_pods else
                 _statefulset(name, size, scheduler, 8, name if gang_api else None))
     before = _snapshot(kube)
-    offline = solve(request_from_workload(workload), before, SolverConfig(time_limit_s=5.0))
+    # The optimum of the same pods as one gang: the PodGroup (minCount = size) would make
+    # `phalanx place` name the gang after the PodGroup, not the StatefulSet it reads.
+    solo = _statefulset(name, size, scheduler, 8) if gang_api else workload
+    offline = solve(request_from_workload(solo), before, SolverConfig(time_limit_s=5.0))
     assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
     if gang_api:
         kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="1,500 nodes, gangs 64,128,256, 50 CPU pods: under 3 minutes")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    parser.add_argument("--name", default="phalanx-bench-placement",
+                        help="the local cluster's name (runs side by side need their own)")
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.gangs, args.cpu_pods = 1500, "64,128,256", 50
@@ -408,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                          "which JobSet does not create; use phalanx,kube-scheduler")
         if any(size % slice_pods for size in sizes):
             parser.error(f"--gangs: every size must be a multiple of --slice-pods {slice_pods}")
-    cluster = LocalCluster(name="phalanx-bench-placement",
+    cluster = LocalCluster(name=args.name,
                            controllers=("jobset",) if slice_pods else ())
     cluster.down()
     runs: list[SchedulerRun] = []

@@ -171,7 +171,8 @@ class Placement:
             "status": self.status,
             "gang": self.gang,
             "solver": self.solver.to_json(),
-            "assignments": [a._asdict() for a in self.assignments],
+            "assignments": [{"pod": a.pod, "rank": a.rank, "node": a.node, "domain": a.domain}
+                            for a in self.assignments],
             "metrics": self.metrics.__dict__,
         }
         if self.unplaced:

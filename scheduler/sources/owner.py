@@ -92,8 +92,9 @@ class OwnerSource:
         count = positive_int(where, f"spec.{size_field}", spec.get(size_field, 1))
         index = STS_INDEX if kind == "StatefulSet" else (
             JOB_INDEX if spec.get("completionMode") == "Indexed" else None)
+        owner = owner_reference(obj)
         return [pod_from_template(spec.get("template"), where, "spec.template", name=f"{name}-{i}",
                                   namespace=namespace,
                                   labels={index: str(i)} if index is not None else {},
-                                  owner=owner_reference(obj))
+                                  owner=owner)
                 for i in range(count)]

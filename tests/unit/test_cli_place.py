@@ -205,3 +205,15 @@ def test_node_list_wire_path_reads_as_the_dict_path():
     assert nodes_from_list_bytes(orjson.dumps(as_list("PodList", []))) is None
     nodes[5]["metadata"] = "oops"
     assert nodes_from_list_bytes(orjson.dumps(as_list("NodeList", nodes))) is None
+
+
+def test_node_list_with_a_non_string_label_falls_back_and_is_named():
+    import orjson
+
+    from topology.records import RecordError, node_from_json, nodes_from_list_bytes
+
+    nodes = synth_nodes(ClusterSpec(nodes=3, seed=5))
+    nodes[1]["metadata"]["labels"]["rack"] = 7
+    assert nodes_from_list_bytes(orjson.dumps(as_list("NodeList", nodes))) is None
+    with pytest.raises(RecordError, match=r"metadata\.labels"):
+        node_from_json(nodes[1])

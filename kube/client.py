@@ -367,7 +367,7 @@ class Burst:
     async def _exchange(self, method: str, path: str, message: bytes, timeout: float
                         ) -> Response:
         """Sends on an idle connection (or a new one) and reads the answer. A reused
-        connection the server closed while it idled (no answer, or reset) is replaced
+        connection the server closed while it idled (no answer, reset, TLS EOF) is replaced
         once, at once, as urllib3 does; a bind sent twice that way finds itself bound
         (409, verified against the node)."""
         for reuse in (bool(self.idle), False):
@@ -381,7 +381,7 @@ class Burst:
                     asyncio.LimitOverrunError) as exc:
                 if writer is not None:
                     writer.close()
-                if reuse and isinstance(exc, (_NoAnswer, ConnectionError)):
+                if reuse and isinstance(exc, (_NoAnswer, ConnectionError, ssl.SSLError)):
                     continue
                 self.kube.transient[0] += 1
                 raise ApiUnavailable(method, path, exc) from None

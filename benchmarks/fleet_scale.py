@@ -710,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="node-creating threads")
     parser.add_argument("--wait-for-others", type=float, default=1200,
                         help="above 10,000 nodes, wait up to this long (polling every 60 s) "
-                             "for other local clusters to go")
+                             "for other local clusters to go; then run beside them (the "
+                             "report names them)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = parser.parse_args(argv)
     if args.finetune is None:
@@ -728,12 +729,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[fleet] waiting for other clusters: {other_clusters()}", file=sys.stderr,
                   flush=True)
             time.sleep(60)
-        if other_clusters():
+        shared = other_clusters()
+        if shared:  # waited long enough: run beside them, and say so in the report
             print(f"[fleet] other clusters still up after {args.wait_for_others:.0f}s: "
-                  f"{other_clusters()}; not starting", file=sys.stderr)
-            return 2
+                  f"{shared}; running beside them", file=sys.stderr, flush=True)
+    else:
+        shared = []
     signal.signal(signal.SIGTERM, _on_sigterm)
     run = Run(args)
+    run.report["other_clusters_at_start"] = shared
     run.report.update(pretrain=args.pretrain, finetune=args.finetune,
                       inference=args.inference, kwokctl_args=list(KWOKCTL_ARGS),
                       etcd_args=ETCD_ARGS, date=time.strftime("%Y-%m-%d %H:%M UTC",

@@ -81,6 +81,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.kwok_placement import statefulset
 from benchmarks.report import print_result
 from kube import ApiError, KubeClient, Watcher
 from kube.resources import NODES, PODS, STATEFULSETS
@@ -368,18 +369,6 @@ class PodTracker:
 
 
 # -- workloads -------------------------------------------------------------------------
-def gang_statefulset(name: str, replicas: int) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"replicas": replicas, "serviceName": name,
-                     "podManagementPolicy": "Parallel",
-                     "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"schedulerName": "phalanx", "containers": [
-                                      {"name": "w", "image": "trainer", "resources": {
-                                          "limits": {"nvidia.com/gpu": "8"}}}]}}}}
-
-
 def inference_deployment(name: str, replicas: int) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": NS},
@@ -569,7 +558,8 @@ class Run:
         deadline = time.monotonic() + args.timeout
         for w in workloads:
             if w.kind == "StatefulSet":
-                kube.create(STATEFULSETS.path(NS), gang_statefulset(w.name, w.replicas))
+                kube.create(STATEFULSETS.path(NS),
+                            statefulset(w.name, w.replicas, "phalanx", 8, namespace=NS))
             else:
                 kube.create(f"/apis/apps/v1/namespaces/{NS}/deployments",
                             inference_deployment(w.name, w.replicas))

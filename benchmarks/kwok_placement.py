@@ -128,13 +128,14 @@ def _snapshot(kube: KubeClient) -> TopologySnapshot:
     return build_snapshot(nodes, usage_from_pods(pods), PRESETS["aws"])
 
 
-def _statefulset(name: str, replicas: int, scheduler: str, gpus: int,
-                 pod_group: str | None = None) -> dict[str, Any]:
+def statefulset(name: str, replicas: int, scheduler: str, gpus: int,
+                pod_group: str | None = None, namespace: str = NS) -> dict[str, Any]:
+    """A Parallel StatefulSet of `gpus`-GPU pods (CPU pods when 0), the benchmarks' gang."""
     resources = ({"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else
                  {"requests": {"cpu": "4", "memory": "8Gi"}})
     extra = {"schedulingGroup": {"podGroupName": pod_group}} if pod_group else {}
     return {"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"replicas": replicas, "serviceName": name,
                      "podManagementPolicy": "Parallel",
                      "selector": {"matchLabels": {"app": name}},
@@ -211,11 +212,11 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
               pid: int | None = None) -> tuple[GangRun, dict[str, int]]:
     """One gang: a StatefulSet, or (`slice_pods`) an exclusive-topology JobSet."""
     workload = (_jobset(name, size, scheduler, slice_pods) if slice_pods else
-                _statefulset(name, size, scheduler, 8, name if gang_api else None))
+                statefulset(name, size, scheduler, 8, name if gang_api else None))
     before = _snapshot(kube)
     # The optimum of the same pods as one gang: the PodGroup (minCount = size) would make
     # `phalanx place` name the gang after the PodGroup, not the StatefulSet it reads.
-    solo = _statefulset(name, size, scheduler, 8) if gang_api else workload
+    solo = statefulset(name, size, scheduler, 8) if gang_api else workload
     offline = solve(request_from_workload(solo), before, SolverConfig(time_limit_s=5.0))
     assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
     if gang_api:
@@ -290,7 +291,7 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
     try:
         if cpu_pods:
             kube.create(STATEFULSETS.path(NS),
-                        _statefulset("cpu", cpu_pods, SCHEDULERS[scheduler], 0))
+                        statefulset("cpu", cpu_pods, SCHEDULERS[scheduler], 0))
             t0 = time.monotonic()
             wait_until(lambda: sum(1 for p in _pods(kube, "cpu") if p["spec"].get("nodeName"))
                        == cpu_pods, 300, "CPU pods bound", interval=0.1)

@@ -26,9 +26,9 @@ from benchmarks.kwok_placement import (
     SCHEDULERS,
     _clear,
     _pods,
-    _statefulset,
     overcommitted,
     start_phalanx,
+    statefulset,
 )
 from kube import ApiError, KubeClient
 from kube.resources import NODES, STATEFULSETS
@@ -52,7 +52,7 @@ def _classes(kube: KubeClient) -> None:
 
 
 def _gang(name: str, replicas: int, scheduler: str, priority: str) -> dict[str, Any]:
-    obj = _statefulset(name, replicas, scheduler, 8)
+    obj = statefulset(name, replicas, scheduler, 8)
     obj["spec"]["template"]["spec"].update(priorityClassName=priority,
                                            terminationGracePeriodSeconds=1)
     return obj

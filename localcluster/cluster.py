@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,31 @@ EXTRA_ARGS: dict[str, dict[str, str]] = {
 
 class ClusterError(RuntimeError):
     """The control plane did not come up or go down; the message carries kwokctl's output."""
+
+
+def _listen_ports(argv: list[bytes]) -> list[int]:
+    """The TCP ports a component listens on, from its command line (`--secure-port=N`,
+    `--listen-client-urls=http://host:N`, `--bind-address`-style `--port=N`)."""
+    ports = []
+    for arg in argv:
+        text = arg.decode(errors="replace")
+        match = re.match(r"--(?:secure-port|port)=(\d+)$", text) or re.match(
+            r"--listen-(?:client|peer)-urls=\S*:(\d+)$", text)
+        if match and int(match.group(1)) > 0:
+            ports.append(int(match.group(1)))
+    return ports
+
+
+def _wait_port_free(port: int, deadline: float) -> None:
+    """Until nothing listens on `port` (or the deadline passes)."""
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -276,6 +302,11 @@ class LocalCluster:
         deadline = time.monotonic() + 10
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        # A Go process's main thread shows as a zombie while its other threads are still
+        # exiting and its listening sockets still open: a new copy started at once could
+        # fail with "address already in use" (seen on a loaded machine).
+        for port in _listen_ports(argv):
+            _wait_port_free(port, deadline)
         time.sleep(downtime_s)
         log = self.cluster_dir / "logs" / f"{binary}.log"
         with open(log, "ab") as out:

@@ -202,21 +202,6 @@ def test_metrics_and_topology_need_the_non_resource_url(secure):
     assert client.get("/v1/topology", headers=_as(tokens["metrics"])).status_code == 403
 
 
-def test_a_rotated_pair_is_served_without_a_restart(secure):
-    _, _, (host, port), (cert, key), folder = secure
-    assert _served_serial(host, port) == 1001
-    staged = folder / "next"
-    staged.mkdir(exist_ok=True)
-    new_cert, new_key = _pair(staged, serial=2002, host=host)
-    # As a projected Secret rotates: both files replaced by renames.
-    new_key.replace(key)
-    new_cert.replace(cert)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _served_serial(host, port) != 2002:
-        time.sleep(0.5)
-    assert _served_serial(host, port) == 2002
-
-
 def test_fuzzed_with_a_token_never_answers_5xx(secure):
     """The published schema's operations, fuzzed over HTTPS with a real token (the reader's:
     some answers are 403): whatever the path or query, no 5xx."""
@@ -224,9 +209,10 @@ def test_fuzzed_with_a_token_never_answers_5xx(secure):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    client, tokens, (host, port), (cert, _), _ = secure
+    _, tokens, (host, port), (cert, _), _ = secure
     auth = _as(tokens["reader"])
-    published = client.get("/openapi.json", headers=auth)
+    published = httpx.get(f"https://{host}:{port}/openapi.json", headers=auth, timeout=10,
+                          verify=ssl.create_default_context(cafile=str(cert)))
     assert published.status_code == 200
     operations = [found.ok() for found in
                   schemathesis.openapi.from_dict(published.json()).get_all_operations()]
@@ -303,3 +289,19 @@ def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
     assert refused.returncode == 1 and "403" in refused.stderr and "reader" in refused.stderr
     # The reader may not read /v1/topology: the scheduler says so, through the proxy.
     assert "403" in plugin("topology").stderr
+
+
+def test_a_rotated_pair_is_served_without_a_restart(secure):
+    """Last in the module: afterwards the fixture's client no longer trusts the server."""
+    _, _, (host, port), (cert, key), folder = secure
+    assert _served_serial(host, port) == 1001
+    staged = folder / "next"
+    staged.mkdir(exist_ok=True)
+    new_cert, new_key = _pair(staged, serial=2002, host=host)
+    # As a projected Secret rotates: both files replaced by renames.
+    new_key.replace(key)
+    new_cert.replace(cert)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _served_serial(host, port) != 2002:
+        time.sleep(0.5)
+    assert _served_serial(host, port) == 2002

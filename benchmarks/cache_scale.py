@@ -220,14 +220,14 @@ class StreamRecorder:
 
     def __init__(self, kube: KubeClient, version: str) -> None:
         self.lines: list[bytes] = []
-        self._response = kube.request("GET", PODS.path(), stream=True, timeout=900, query={
+        self._response = kube.stream(PODS.path(), timeout=900, query={
             "watch": "1", "resourceVersion": version, "timeoutSeconds": "900"})
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         try:
-            for line in self._response:  # type: ignore[union-attr]
+            for line in self._response:
                 if line.strip():
                     self.lines.append(line.rstrip(b"\n"))
         except Exception:  # the connection is closed by stop()
@@ -235,9 +235,9 @@ class StreamRecorder:
 
     def stop(self) -> list[bytes]:
         # shutdown() unblocks the reading thread (release_conn would wait for it).
-        self._response.shutdown()  # type: ignore[union-attr]
+        self._response.shutdown()
         self._thread.join(30)
-        self._response.close()  # type: ignore[union-attr]
+        self._response.close()
         return list(self.lines)
 
 

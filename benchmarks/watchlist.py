@@ -69,10 +69,9 @@ def paged(kube: KubeClient, wire: PodWire) -> int:
 
 
 def streamed(kube: KubeClient, wire: PodWire) -> int:
-    response = kube.request("GET", PODS.path(), stream=True, timeout=600, query={
+    response = kube.stream(PODS.path(), timeout=600, query={
         "watch": "1", "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan",
         "resourceVersion": "0", "allowWatchBookmarks": "true", "timeoutSeconds": "600"})
-    assert not isinstance(response, Response)
     count = 0
     try:
         for line in response:

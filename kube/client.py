@@ -237,6 +237,13 @@ class KubeClient:
                 self._burst = None
         self._pool.clear()
 
+    def stream(self, path: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """GET `path` and return the open response, read line by line (a watch); the
+        caller releases it."""
+        reply = self.request("GET", path, stream=True, **kwargs)
+        assert not isinstance(reply, Response)
+        return reply
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """request() and decode the JSON body."""
         reply = self.request(method, path, **kwargs)

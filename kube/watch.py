@@ -145,20 +145,19 @@ class Watcher:
         query = {**self.query, "watch": "1", "allowWatchBookmarks": "true",
                  "resourceVersion": self.version, "timeoutSeconds": str(self.timeout_s)}
         try:
-            response = self.kube.request("GET", self.path, query=query, stream=True,
-                                         timeout=self.timeout_s + 30,
-                                         retry=RetryPolicy(attempts=1))
+            response = self.kube.stream(self.path, query=query, timeout=self.timeout_s + 30,
+                                        retry=RetryPolicy(attempts=1))
         except ApiError as exc:
             if exc.status == 410:
                 raise Gone() from exc
             raise
         self.failing = False  # connected again
         try:
-            for line in response:  # type: ignore[union-attr]
+            for line in response:
                 if self.stopped.is_set() or not self.handle_line(line):
                     return
         finally:
-            response.release_conn()  # type: ignore[union-attr]
+            response.release_conn()
 
     def handle_line(self, line: bytes) -> bool:
         """One line of the watch stream: decoded by the wire format and handed to

@@ -205,14 +205,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     server = serve(runner, config.http_address, config.preset.keys)
     secure = None
     if config.secure_address:
-        from scheduler.api.auth import Delegated
+        from scheduler.api.auth import ApiReviews, Delegated
         from scheduler.api.server import serve_secure
         from scheduler.api.tls import ServingPair, self_signed
 
         pair = (ServingPair(config.tls_cert_file, config.tls_key_file)
                 if config.tls_cert_file else self_signed())
         secure, _ = serve_secure(runner, config.secure_address, config.preset.keys,
-                                 Delegated(kube), pair)
+                                 Delegated(ApiReviews(kube)), pair)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from kube import ApiError, KubeClient
 from kube.resources import SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS
 
+K = TypeVar("K")
+V = TypeVar("V")
 CACHE_TTL_S = 10.0
 PROXIED_AUTHORIZATION = "x-phalanx-authorization"
 """Where `kubectl phalanx` puts the caller's bearer token when it goes through the API
@@ -78,22 +80,22 @@ def need_of(path: str) -> Need:
 
 
 @dataclass
-class _Cache:
+class _Cache(Generic[K, V]):
     """A small TTL map; the lock keeps concurrent requests from racing on it."""
 
     ttl: float
     clock: Callable[[], float] = time.monotonic
-    entries: dict[Any, tuple[float, Any]] = field(default_factory=dict)
+    entries: dict[K, tuple[float, V]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: Any) -> tuple[bool, Any]:
+    def get(self, key: K) -> tuple[bool, V | None]:
         with self.lock:
             found = self.entries.get(key)
             if found is None or found[0] < self.clock():
                 return False, None
             return True, found[1]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: K, value: V) -> None:
         with self.lock:
             if len(self.entries) > 10_000:  # expired ones go first; never unbounded
                 now = self.clock()
@@ -107,33 +109,21 @@ class ReviewUnavailable(Exception):
     """The API server could not answer a review: the request gets 503, never a guess."""
 
 
-class Delegated:
+class Reviews(Protocol):
+    """The two questions put to the API server (uncached); ReviewUnavailable when it
+    cannot answer."""
+
+    def token_review(self, token: str) -> Caller | None: ...
+
+    def access_review(self, caller: Caller, need: Need, verb: str) -> bool: ...
+
+
+class ApiReviews:
     """TokenReview and SubjectAccessReview through Phalanx's own client."""
 
-    def __init__(self, kube: KubeClient, ttl: float = CACHE_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
-        self.tokens = _Cache(ttl, clock)
-        self.decisions = _Cache(ttl, clock)
 
-    def authenticate(self, token: str) -> Caller | None:
-        hit, caller = self.tokens.get(token)
-        if hit:
-            return caller  # type: ignore[no-any-return]
-        found = self.token_review(token)
-        self.tokens.put(token, found)
-        return found
-
-    def allowed(self, caller: Caller, need: Need, verb: str = "get") -> bool:
-        key = (caller, need, verb)
-        hit, decision = self.decisions.get(key)
-        if hit:
-            return bool(decision)
-        decision = self.access_review(caller, need, verb)
-        self.decisions.put(key, decision)
-        return bool(decision)
-
-    # -- the two questions to the API server (not cached here) -----------------------------
     def token_review(self, token: str) -> Caller | None:
         try:
             review = self.kube.create(TOKEN_REVIEWS.path(), {
@@ -166,6 +156,33 @@ class Delegated:
         except ApiError as exc:
             raise ReviewUnavailable(f"SubjectAccessReview: {exc.status} {exc.reason}") from None
         return bool((review.get("status") or {}).get("allowed"))
+
+
+class Delegated:
+    """The API server's answers (`reviews`), each cached `ttl` seconds."""
+
+    def __init__(self, reviews: Reviews, ttl: float = CACHE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.reviews = reviews
+        self.tokens: _Cache[str, Caller | None] = _Cache(ttl, clock)
+        self.decisions: _Cache[tuple[Caller, Need, str], bool] = _Cache(ttl, clock)
+
+    def authenticate(self, token: str) -> Caller | None:
+        hit, caller = self.tokens.get(token)
+        if hit:
+            return caller
+        found = self.reviews.token_review(token)
+        self.tokens.put(token, found)
+        return found
+
+    def allowed(self, caller: Caller, need: Need, verb: str = "get") -> bool:
+        key = (caller, need, verb)
+        hit, decision = self.decisions.get(key)
+        if hit:
+            return bool(decision)
+        decision = self.reviews.access_review(caller, need, verb)
+        self.decisions.put(key, decision)
+        return decision
 
     def may_list(self, caller: Caller, namespace: str) -> bool:
         """`list pods` in `namespace`: which gangs `/v1/groups` shows the caller."""

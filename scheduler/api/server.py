@@ -4,13 +4,13 @@ HTTP on loopback, and HTTPS with delegated authentication and authorisation."""
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import RequestResponseEndpoint
 
 from scheduler.api import domains, groups, health
 from scheduler.api.auth import (
@@ -65,10 +65,10 @@ def _refused(status: int, detail: str) -> Response:
 
 def _guard(app: FastAPI, delegated: Delegated) -> None:
     @app.middleware("http")
-    async def check(request: Request, call_next: Any) -> Response:
+    async def check(request: Request, call_next: RequestResponseEndpoint) -> Response:
         need = need_of(request.url.path)
         if need.scope is Scope.OPEN:
-            return await call_next(request)  # type: ignore[no-any-return]
+            return await call_next(request)
         header = (request.headers.get("authorization")
                   or request.headers.get(PROXIED_AUTHORIZATION, ""))
         scheme, _, token = header.partition(" ")
@@ -88,7 +88,7 @@ def _guard(app: FastAPI, delegated: Delegated) -> None:
         except ReviewUnavailable as exc:
             return _refused(503, f"cannot check access now: {exc}")
         request.state.caller = caller
-        return await call_next(request)  # type: ignore[no-any-return]
+        return await call_next(request)
 
 
 def serve(src: ExplainSource, address: str, levels: tuple[str, ...]) -> uvicorn.Server:

@@ -39,13 +39,11 @@ def test_each_path_needs_what_the_module_says(path, need):
     assert need_of(path) == need
 
 
-class Reviews(Delegated):
-    """Delegated with the API server's two answers replaced by tables (its caching and
-    the guard are the real ones); counts the questions that get past the cache."""
+class Reviews:
+    """The API server's two answers from tables (Delegated's caching and the guard are
+    the real ones); counts the questions that get past the cache."""
 
-    def __init__(self, users: dict[str, Caller], grants: set[tuple[str, str, str]],
-                 now: list[float]) -> None:
-        super().__init__(kube=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    def __init__(self, users: dict[str, Caller], grants: set[tuple[str, str, str]]) -> None:
         self.users, self.grants, self.asked, self.down = users, grants, 0, False
 
     def token_review(self, token: str) -> Caller | None:
@@ -75,8 +73,9 @@ def setup(state):
     now = [1000.0]
     reviews = Reviews({"t-ml": Caller("ml-reader"), "t-ops": Caller("ops")},
                       {("ml-reader", "get", "ml"), ("ml-reader", "list", "ml"),
-                       ("ops", "get", "/metrics")}, now)
-    return TestClient(build_app(state, PRESETS["aws"].keys, reviews)), reviews, now
+                       ("ops", "get", "/metrics")})
+    delegated = Delegated(reviews, clock=lambda: now[0])
+    return TestClient(build_app(state, PRESETS["aws"].keys, delegated)), reviews, now
 
 
 def _as(token: str) -> dict[str, str]:

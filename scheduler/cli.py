@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ import orjson
 import yaml
 
 from gcpause import gc_paused
-from scheduler.gang import GANG_KIND_PATTERN
+from scheduler.gang import GANG_NAME
 from scheduler.offline import gang_of
 from scheduler.request import request_for
 from scheduler.sources import GangSpecError
@@ -256,10 +255,6 @@ def _serving_flags(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
-NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/"
-                  r"((?P<kind>" + GANG_KIND_PATTERN.strip("^$") + r")/)?"
-                  r"(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
-
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Exit codes: 0 placed, 2 not placed (pending, waiting, invalid), 1 error."""
@@ -269,7 +264,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from scheduler.render import render
 
-    named = NAME.match(args.group)
+    named = GANG_NAME.match(args.group)
     if not named:
         raise InputError(f"expected NAMESPACE/NAME or NAMESPACE/KIND/NAME (DNS-1123 names, "
                          f"a kind such as StatefulSet), got {args.group!r}")

@@ -7,6 +7,7 @@ explain API): the kind of object that defines it, its namespace and its name. A 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,6 +17,10 @@ from kube.resources import ObjectRef
 from topology.records import PodRecord
 
 GANG_KIND_PATTERN = r"^[A-Z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+GANG_NAME = re.compile(r"^(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/"
+                       r"((?P<kind>" + GANG_KIND_PATTERN.strip("^$") + r")/)?"
+                       r"(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
+"""A gang as users name it on the command line: NAMESPACE/NAME or NAMESPACE/KIND/NAME."""
 """A gang's kind: an object kind (StatefulSet), or one qualified by its API group where
 several APIs name a kind alike (PodGroup.scheduling.k8s.io, PodGroup.kueue.x-k8s.io)."""
 

@@ -29,6 +29,7 @@ import orjson
 
 from kube import ApiError, KubeClient, RetryPolicy, api_path
 from scheduler.api.auth import PROXIED_AUTHORIZATION
+from scheduler.gang import GANG_NAME
 from scheduler.render import render
 from topology.presets import short_level
 
@@ -89,9 +90,7 @@ def cmd_groups(kube: KubeClient, args: argparse.Namespace) -> int:
 
 
 def cmd_explain(kube: KubeClient, args: argparse.Namespace) -> int:
-    from scheduler.cli import NAME
-
-    named = NAME.match(args.group)
+    named = GANG_NAME.match(args.group)
     if not named:
         raise PluginError(f"expected NAMESPACE/NAME or NAMESPACE/KIND/NAME, got {args.group!r}")
     route = f"/v1/groups/{quote(named['namespace'])}/{quote(named['name'])}/explain"

@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries controllers lint test unit integration demo bench-solver clean-clusters image
+.PHONY: all venv binaries controllers browser lint test unit integration demo bench-solver clean-clusters image
 
 all: test
 
@@ -25,19 +25,23 @@ binaries:
 controllers:
 	bash hack/build-controllers.sh
 
+# Debian's Chromium, for the topology map page's headless browser test.
+browser:
+	bash hack/install-chromium.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint --strict manifests/ .yamllint
 
 # pytest exits 5 when it collected no test: make treats that as failure, as it should.
-test: venv binaries controllers lint
+test: venv binaries controllers browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-integration: venv binaries controllers
+integration: venv binaries controllers browser
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 demo: venv binaries

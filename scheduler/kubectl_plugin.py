@@ -3,6 +3,7 @@
     kubectl phalanx groups                  every gang the caller may see
     kubectl phalanx explain NS/[KIND/]NAME  where a gang went and why, or why it waits
     kubectl phalanx topology [--level KEY]  domains and their free capacity
+    kubectl phalanx ui [--address A]        the topology map page, served on loopback
 
 It goes through the API server's service proxy
 (`/api/v1/namespaces/NS/services/https:SERVICE:https/proxy/...`) with the user's own
@@ -13,6 +14,11 @@ checks that the user may reach the Service (`services/proxy`). The proxy strips 
 TokenReview: the scheduler sees the user, not the API server. A kubeconfig with a client
 certificate and no token is refused by the scheduler (401): use a token (`kubectl create
 token`, an exec plugin) or pass `--token`.
+
+A browser cannot add that header, so `ui` serves the page on a loopback port of the
+user's machine and adds it to every request it forwards (like `kubectl proxy`, anything
+on this machine that reaches the port is served as the user: it listens on loopback
+only, and forwards only the page's own routes).
 
 Exit codes: 0 done (explain: placed), 2 explain: not placed, 1 error.
 """
@@ -27,7 +33,7 @@ from urllib.parse import quote
 
 import orjson
 
-from kube import ApiError, KubeClient, RetryPolicy, api_path
+from kube import ApiError, KubeClient, Response, RetryPolicy, api_path
 from scheduler.api.auth import PROXIED_AUTHORIZATION
 from scheduler.gang import GANG_NAME
 from scheduler.render import render
@@ -48,23 +54,39 @@ def proxy_path(namespace: str, service: str, port: str, route: str) -> str:
     return base + route
 
 
-def fetch(kube: KubeClient, args: argparse.Namespace, route: str,
-          query: dict[str, str] | None = None) -> Any:
+def forward(kube: KubeClient, args: argparse.Namespace, route: str,
+            query: dict[str, str] | None = None) -> Response:
+    """GET `route` of the scheduler through the service proxy, as the user."""
     token = args.token or _bearer(kube)
     headers = {PROXIED_AUTHORIZATION: f"Bearer {token}"} if token else {}
     path = proxy_path(args.scheduler_namespace, args.service, args.port, route)
-    try:
-        return kube.call("GET", path, query=query, headers=headers, timeout=args.timeout,
+    reply = kube.request("GET", path, query=query, headers=headers, timeout=args.timeout,
                          retry=RetryPolicy(attempts=2))
+    assert isinstance(reply, Response)
+    return reply
+
+
+def fetch(kube: KubeClient, args: argparse.Namespace, route: str,
+          query: dict[str, str] | None = None) -> Any:
+    try:
+        return forward(kube, args, route, query).json()
     except ApiError as exc:
-        detail = exc.message
-        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-            detail = orjson.loads(exc.message).get("detail", detail)
-        hint = {401: " (the scheduler needs a bearer token: a token kubeconfig or --token)",
-                403: "", 404: "", 409: "; name the kind as NAMESPACE/KIND/NAME",
-                503: f" (is the Service {args.scheduler_namespace}/{args.service} serving?)"}
-        raise PluginError(f"{route}: {exc.status}: {detail}{hint.get(exc.status, '')}") \
-            from None
+        raise PluginError(f"{route}: {exc.status}: {_detail(exc)}"
+                          f"{_hint(exc.status, args)}") from None
+
+
+def _detail(exc: ApiError) -> str:
+    detail = exc.message
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+        detail = orjson.loads(exc.message).get("detail", detail)
+    return str(detail)
+
+
+def _hint(status: int, args: argparse.Namespace) -> str:
+    return {401: " (the scheduler needs a bearer token: a token kubeconfig or --token)",
+            409: "; name the kind as NAMESPACE/KIND/NAME",
+            503: f" (is the Service {args.scheduler_namespace}/{args.service} serving?)",
+            }.get(status, "")
 
 
 def _bearer(kube: KubeClient) -> str | None:
@@ -116,6 +138,12 @@ def cmd_topology(kube: KubeClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(kube: KubeClient, args: argparse.Namespace) -> int:
+    from scheduler.kubectl_ui import serve_page
+
+    return serve_page(lambda route, query: forward(kube, args, route, query), args.address)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kubectl phalanx", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +166,11 @@ def parser() -> argparse.ArgumentParser:
     topology.add_argument("--level", help="one level's label key")
     topology.add_argument("--limit", type=int, default=20, help="domains shown per level")
     topology.set_defaults(func=cmd_topology)
+    ui = sub.add_parser("ui", help="serve the topology map page on a loopback port")
+    ui.add_argument("--address", default="127.0.0.1:8271",
+                    help="loopback HOST:PORT to serve on (default 127.0.0.1:8271; port 0 "
+                         "picks a free one)")
+    ui.set_defaults(func=cmd_ui)
     return top
 
 

@@ -10,7 +10,9 @@ nowhere else:
 - `/healthz`, `/readyz`: nothing (probes carry no token);
 - `/v1/groups/{namespace}/...`: `get pods` in that namespace (a gang's explanation names
   its pods and nodes, what `kubectl get pods -o wide` shows);
-- `/v1/groups`: a caller; the list keeps the namespaces where the caller may `list pods`;
+- `/v1/groups` and the page `/ui`: a caller; they keep the namespaces where the caller
+  may `list pods` (and the page draws the map only for callers who may read
+  `/v1/topology`);
 - `/v1/topology`, `/metrics`: `get` on that non-resource URL (as kube-scheduler guards
   `/metrics`);
 - anything else (`/openapi.json`, `/docs`, unknown paths): a caller.

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.responses import JSONResponse
 
 from scheduler.api import views
-from scheduler.api.auth import ReviewUnavailable
-from scheduler.api.deps import source
+from scheduler.api.deps import source, visible_records
 from scheduler.api.models import (
     KIND_PATTERN,
     NAME_PATTERN,
@@ -74,15 +73,7 @@ def ambiguous_handler(_: object, exc: Exception) -> JSONResponse:
 def list_groups(request: Request, src: Annotated[ExplainSource, Depends(source)]) -> GroupList:
     """Every gang; on the secure port, only those in namespaces where the caller may
     `list pods`."""
-    records = sorted(list(src.gangs.values()), key=lambda r: r.key)
-    delegated, caller = request.app.state.delegated, getattr(request.state, "caller", None)
-    if delegated is not None and caller is not None:
-        try:
-            visible = {ns: delegated.may_list(caller, ns)
-                       for ns in sorted({r.key.namespace for r in records})}
-        except ReviewUnavailable as exc:
-            raise HTTPException(503, f"cannot check access now: {exc}") from None
-        records = [r for r in records if visible[r.key.namespace]]
+    records = visible_records(request, src)
     return GroupList(groups=[views.summary(r) for r in records])
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import RequestResponseEndpoint
 
-from scheduler.api import domains, groups, health
+from scheduler.api import domains, groups, health, ui
 from scheduler.api.auth import (
     PROXIED_AUTHORIZATION,
     Delegated,
@@ -42,7 +42,7 @@ def build_app(src: ExplainSource, levels: tuple[str, ...],
     app.state.delegated = delegated
     if delegated is not None:
         _guard(app, delegated)
-    for router in (health.router, groups.router, domains.make_router(levels)):
+    for router in (health.router, groups.router, domains.make_router(levels), ui.router):
         app.include_router(router)
 
     app.add_exception_handler(groups.Ambiguity, groups.ambiguous_handler)

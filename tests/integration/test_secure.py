@@ -76,11 +76,12 @@ def _token(kube, namespace: str, account: str) -> str:
 
 
 def _grants(kube) -> dict[str, str]:
-    """reader: may get/list pods in team-a only; metrics: may get /metrics only."""
+    """reader: may get/list pods in team-a only; metrics: may get /metrics only; viewer:
+    the reader's rights and get /v1/topology (the map page draws the map for it)."""
     rbac = "rbac.authorization.k8s.io"
     for team in TEAMS:
         ensure_namespace(kube, team)
-    for account in ("reader", "metrics"):
+    for account in ("reader", "metrics", "viewer"):
         _apply(kube, api_path("", "v1", "serviceaccounts", "team-a"),
                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
     _apply(kube, api_path(rbac, "v1", "roles", "team-a"), {
@@ -89,26 +90,30 @@ def _grants(kube) -> dict[str, str]:
     _apply(kube, api_path(rbac, "v1", "rolebindings", "team-a"), {
         "apiVersion": f"{rbac}/v1", "kind": "RoleBinding", "metadata": {"name": "reader"},
         "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "team-a"}]})
-    _apply(kube, api_path(rbac, "v1", "clusterroles"), {
-        "apiVersion": f"{rbac}/v1", "kind": "ClusterRole",
-        "metadata": {"name": "phalanx-test-metrics"},
-        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]})
-    _apply(kube, api_path(rbac, "v1", "clusterrolebindings"), {
-        "apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "phalanx-test-metrics"},
-        "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "phalanx-test-metrics"},
-        "subjects": [{"kind": "ServiceAccount", "name": "metrics", "namespace": "team-a"}]})
-    return {account: _token(kube, "team-a", account) for account in ("reader", "metrics")}
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "team-a"}
+                     for account in ("reader", "viewer")]})
+    for account, url in (("metrics", "/metrics"), ("viewer", "/v1/topology")):
+        _apply(kube, api_path(rbac, "v1", "clusterroles"), {
+            "apiVersion": f"{rbac}/v1", "kind": "ClusterRole",
+            "metadata": {"name": f"phalanx-test-{account}"},
+            "rules": [{"nonResourceURLs": [url], "verbs": ["get"]}]})
+        _apply(kube, api_path(rbac, "v1", "clusterrolebindings"), {
+            "apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"phalanx-test-{account}"},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole",
+                        "name": f"phalanx-test-{account}"},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "team-a"}]})
+    return {account: _token(kube, "team-a", account)
+            for account in ("reader", "metrics", "viewer")}
 
 
-def _gang(kube, team: str) -> None:
+def _gang(kube, team: str, name: str = "train", replicas: int = 2) -> None:
     _apply(kube, api_path("apps", "v1", "statefulsets", team), {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "train", "namespace": team},
-        "spec": {"replicas": 2, "serviceName": "train", "podManagementPolicy": "Parallel",
-                 "selector": {"matchLabels": {"app": "train"}},
-                 "template": {"metadata": {"labels": {"app": "train"}},
+        "metadata": {"name": name, "namespace": team},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+                 "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
                               "spec": {"schedulerName": SCHEDULER,
                                        "nodeSelector": {POOL: "pool-sec"},
                                        "containers": [{"name": "w", "image": "trainer",
@@ -233,13 +238,15 @@ def test_fuzzed_with_a_token_never_answers_5xx(secure):
     assert 403 in statuses and statuses & {200, 404, 422}
 
 
-def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
-        secure, kube, local_cluster, tmp_path):
-    """`kubectl phalanx` (the real kubectl finding the plugin on PATH) with a team's own
-    token kubeconfig, through the API server's service proxy to a Service whose endpoint
-    is the secure port: the scheduler sees the team's identity."""
+PROXY_NAMESPACE = "phalanx-proxy"
+
+
+@pytest.fixture(scope="module")
+def proxied(secure, kube):
+    """A Service whose endpoint is the secure port, reachable through the API server's
+    service proxy by team-a's reader and viewer."""
     _, _, (host, port), _, _ = secure
-    rbac, namespace = "rbac.authorization.k8s.io", "phalanx-proxy"
+    rbac, namespace = "rbac.authorization.k8s.io", PROXY_NAMESPACE
     ensure_namespace(kube, namespace)
     _apply(kube, api_path("", "v1", "services", namespace), {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "phalanx-scheduler"},
@@ -266,15 +273,29 @@ def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
     _apply(kube, api_path(rbac, "v1", "rolebindings", namespace), {
         "apiVersion": f"{rbac}/v1", "kind": "RoleBinding", "metadata": {"name": "explain"},
         "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "explain"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "team-a"}]})
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "team-a"}
+                     for account in ("reader", "viewer")]})
+
+
+def _plugin_env(local_cluster, kubeconfig: Path, home: Path) -> tuple[str, dict[str, str]]:
+    """The real kubectl, and an environment where it finds `kubectl-phalanx` on PATH."""
+    kubectl = (local_cluster.bin_dir or ensure_binaries()) / "kubectl"
+    return str(kubectl), {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                          "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+
+
+def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
+        secure, proxied, kube, local_cluster, tmp_path):
+    """`kubectl phalanx` (the real kubectl finding the plugin on PATH) with a team's own
+    token kubeconfig, through the API server's service proxy to a Service whose endpoint
+    is the secure port: the scheduler sees the team's identity."""
+    namespace = PROXY_NAMESPACE
     config = token_kubeconfig(kube, local_cluster.kubeconfig, "team-a", "reader",
                               tmp_path / "reader.kubeconfig")
-    kubectl = (local_cluster.bin_dir or ensure_binaries()) / "kubectl"
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
-           "KUBECONFIG": str(config)}
+    kubectl, env = _plugin_env(local_cluster, config, tmp_path)
 
     def plugin(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(kubectl), "phalanx", "--scheduler-namespace", namespace,
+        return subprocess.run([kubectl, "phalanx", "--scheduler-namespace", namespace,
                                *args], env=env, capture_output=True, text=True, timeout=60)
 
     explained = plugin("explain", "team-a/train")
@@ -289,6 +310,73 @@ def test_kubectl_phalanx_reaches_the_scheduler_through_the_api_server(
     assert refused.returncode == 1 and "403" in refused.stderr and "reader" in refused.stderr
     # The reader may not read /v1/topology: the scheduler says so, through the proxy.
     assert "403" in plugin("topology").stderr
+
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, and on a machine without outside network: no sandbox, no background fetches.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def test_the_map_page_in_chromium_shows_a_teams_gangs_and_why_one_waits(
+        secure, proxied, kube, local_cluster, tmp_path):
+    """`kubectl phalanx ui` as team-a's viewer, the page in headless Chromium: team-a's
+    gangs only, the pending one with the reason and remedies the explain route gives, the
+    placed one's footprint highlighted on a click and kept across the script's refresh.
+    PHALANX_UI_SCREENSHOT=path keeps the screenshot (the README's)."""
+    import os
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    client, tokens, _, _, _ = secure
+    viewer = _as(tokens["viewer"])
+    _gang(kube, "team-a", "huge", replicas=20)  # 20 nodes' worth on the 8-node pool
+    wait_until(lambda: client.get("/v1/groups/team-a/huge/explain", headers=viewer)
+               .json().get("verdict") == "pending", 60, "team-a/huge pending")
+    why = client.get("/v1/groups/team-a/huge/explain", headers=viewer).json()
+    placed = client.get("/v1/groups/team-a/train", headers=viewer).json()
+    config = token_kubeconfig(kube, local_cluster.kubeconfig, "team-a", "viewer",
+                              tmp_path / "viewer.kubeconfig")
+    kubectl, env = _plugin_env(local_cluster, config, tmp_path)
+    proxy = subprocess.Popen([kubectl, "phalanx", "--scheduler-namespace", PROXY_NAMESPACE,
+                              "ui", "--address", "127.0.0.1:0"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None
+        announced = proxy.stdout.readline()
+        url = announced.split(" at ", 1)[1].split()[0]
+        with sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            rows = {row.get_attribute("data-gang"): row
+                    for row in page.locator("tr.gang").all()}
+            assert set(rows) == {"team-a/StatefulSet/train", "team-a/StatefulSet/huge"}
+            assert "Bound" in rows["team-a/StatefulSet/train"].inner_text()
+            pending = page.locator('.pending[data-gang="team-a/StatefulSet/huge"]')
+            assert pending.locator(".reason").inner_text() == why["summary"]
+            assert why["remedies"] and pending.locator(".remedies li").all_inner_texts() \
+                == why["remedies"]
+            leaves = (rows["team-a/StatefulSet/train"].get_attribute("data-leaves")
+                      or "").split()
+            # One leaf per bottom domain the placement used (each pod's `domain`).
+            assert len(leaves) == len({p["domain"] for p in placed["pods"]}) >= 1
+            rows["team-a/StatefulSet/train"].click()
+            assert page.locator(".leaf.hl").count() == len(leaves)
+            page.wait_for_function("Number(document.body.dataset.refreshes) >= 1",
+                                   timeout=30_000)
+            assert page.locator(".leaf.hl").count() == len(leaves)  # kept across it
+            shot = tmp_path / "ui.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("PHALANX_UI_SCREENSHOT"):
+            shutil.copy(shot, os.environ["PHALANX_UI_SCREENSHOT"])
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
 
 
 def test_a_rotated_pair_is_served_without_a_restart(secure):

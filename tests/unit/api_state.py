@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from kube.resources import ObjectRef
+from scheduler.api.auth import Caller, Need, ReviewUnavailable, Scope
 from scheduler.api.held import HeldState
 from scheduler.gang import GangKey
 from scheduler.offline import request_from_workload
@@ -80,3 +81,22 @@ def add_invalid(src: HandBuilt, name: str, error: str) -> GangRecord:
     state.error, state.created = error, CREATED
     src.gangs[state.key] = state
     return state
+
+
+class Reviews:
+    """The API server's two answers from tables (Delegated's caching and the guard are
+    the real ones); counts the questions that get past the cache."""
+
+    def __init__(self, users: dict[str, Caller], grants: set[tuple[str, str, str]]) -> None:
+        self.users, self.grants, self.asked, self.down = users, grants, 0, False
+
+    def token_review(self, token: str) -> Caller | None:
+        self.asked += 1
+        if self.down:
+            raise ReviewUnavailable("TokenReview: 503 ServiceUnavailable")
+        return self.users.get(token)
+
+    def access_review(self, caller: Caller, need: Need, verb: str) -> bool:
+        self.asked += 1
+        target = need.namespace if need.scope is Scope.NAMESPACE else need.path
+        return (caller.user, verb, target) in self.grants

@@ -14,12 +14,11 @@ from scheduler.api.auth import (
     Caller,
     Delegated,
     Need,
-    ReviewUnavailable,
     Scope,
     need_of,
 )
 from scheduler.gang import GangKey
-from tests.unit.api_state import HandBuilt, add_gang, cluster
+from tests.unit.api_state import HandBuilt, Reviews, add_gang, cluster
 from topology.presets import PRESETS
 
 
@@ -37,25 +36,6 @@ from topology.presets import PRESETS
 ])
 def test_each_path_needs_what_the_module_says(path, need):
     assert need_of(path) == need
-
-
-class Reviews:
-    """The API server's two answers from tables (Delegated's caching and the guard are
-    the real ones); counts the questions that get past the cache."""
-
-    def __init__(self, users: dict[str, Caller], grants: set[tuple[str, str, str]]) -> None:
-        self.users, self.grants, self.asked, self.down = users, grants, 0, False
-
-    def token_review(self, token: str) -> Caller | None:
-        self.asked += 1
-        if self.down:
-            raise ReviewUnavailable("TokenReview: 503 ServiceUnavailable")
-        return self.users.get(token)
-
-    def access_review(self, caller: Caller, need: Need, verb: str) -> bool:
-        self.asked += 1
-        target = need.namespace if need.scope is Scope.NAMESPACE else need.path
-        return (caller.user, verb, target) in self.grants
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """KWOK placement benchmark: the same workload through Phalanx and kube-scheduler.
 
     .venv/bin/python -m benchmarks.kwok_placement [--nodes 5000] [--quick] [--out DIR]
-        [--workload statefulset|jobset]
+        [--workload statefulset|jobset] [--schedulers phalanx,kube-scheduler,...]
 
 One fresh local control plane with `--nodes` synthetic p5 nodes and fragmented existing
 load. For each scheduler in turn, on the same nodes and load: CPU-only pods, then gangs
@@ -18,13 +18,16 @@ server and measured. Then the workload is deleted and the next scheduler runs.
 At the end: the API server's own write ceiling (ConfigMap creates at 128 in flight), and
 a check that no node is over-committed.
 
-Baselines, all on the same cluster: kube-scheduler v1.36 with its default plugins (the
-cluster's own, client QPS limits lifted), and the same kube-scheduler with its in-tree
-gang scheduling (GangScheduling plugin, alpha: feature gates GenericWorkload and
-GangScheduling, a scheduling.k8s.io/v1alpha2 PodGroup per gang). The scheduler-plugins
-Coscheduling plugin cannot be built here: the Go module proxy serves no version of
-`sigs.k8s.io/scheduler-plugins` (none listed; v0.35.0 refused), so it is reported as
-unavailable rather than dropped silently.
+Peers, all on the same cluster, one module each in benchmarks/peers (the `Peer`
+protocol: this file knows nothing peer-specific): kube-scheduler v1.36 with its default
+plugins (the cluster's own, client QPS limits lifted); the same kube-scheduler with its
+in-tree gang scheduling (`kube-scheduler-gang`: GangScheduling, a
+scheduling.k8s.io/v1alpha2 PodGroup per gang); a second v1.36 kube-scheduler with
+topology-aware workload scheduling (`kube-scheduler-tas`: one required topology level per
+gang, NodeResourcesFit packing by GPUs); Kueue's TAS (`kueue-tas`); and scheduler-plugins'
+Coscheduling (`coscheduling`, built from its Go module by hack/build-coscheduling.sh).
+Peers are built before the cluster starts; one that cannot be built or started is
+recorded in the results with the exact command and error, never dropped silently.
 
 Writes `placement-<time>.json`, and PNG plots, to `--out` (default benchmarks/out).
 """
@@ -32,6 +35,7 @@ Writes `placement-<time>.json`, and PNG plots, to `--out` (default benchmarks/ou
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import socket
@@ -39,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,13 +51,22 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.peers import (
+    PEERS,
+    ApiObject,
+    GangSpec,
+    Peer,
+    PeerUnavailable,
+    apply_gang,
+    load,
+)
+from benchmarks.peers.kube_scheduler import KubeScheduler, KubeSchedulerGang
 from benchmarks.podwatch import PodTimes, watch_pods
 from benchmarks.report import print_result
 from kube import ApiError, KubeClient
 from kube.resources import (
     CONFIG_MAPS,
     JOBSETS,
-    NATIVE_POD_GROUPS,
     NODES,
     PODS,
     STATEFULSETS,
@@ -73,16 +87,11 @@ from topology.snapshot import TopologySnapshot, build_snapshot, render_path, usa
 from topology.synthetic import ClusterSpec
 
 NS = "placement-bench"
-COSCHEDULING = ("not built: the Go module proxy lists no version of "
-                "sigs.k8s.io/scheduler-plugins and refused v0.35.0, so the wrapper module "
-                "cannot resolve it on this machine")
-SCHEDULERS = {"phalanx": "phalanx", "kube-scheduler": "default-scheduler",
-              "kube-scheduler-gang": "default-scheduler"}
-# kube-scheduler's own gang scheduling (KEP-4671, alpha in 1.35/1.36): a PodGroup
-# (scheduling.k8s.io/v1alpha2, gang minCount) per gang, pods naming it in
-# spec.schedulingGroup; the GangScheduling plugin then admits the group all or nothing.
-# localcluster serves that API and enables those gates on every cluster.
-POD_GROUPS = NATIVE_POD_GROUPS.path(NS)
+SCHEDULERS = {"phalanx": "phalanx", "kube-scheduler": KubeScheduler.scheduler_name,
+              "kube-scheduler-gang": KubeSchedulerGang.scheduler_name}
+"""schedulerName of the schedulers other KWOK benchmarks (preempt_kwok) run."""
+CHOICES = ("phalanx", *PEERS)
+"""What --schedulers takes: Phalanx and every registered peer."""
 
 
 @dataclass
@@ -105,6 +114,8 @@ class GangRun:
     """The scheduler process's CPU (/proc/<pid>/stat) from the workload's creation to its
     last pod bound: solve, binds, Events, watch handling, everything."""
     cpu_s_per_1000_binds: float | None = None
+    note: str | None = None
+    """What the peer says about this gang (e.g. the one topology level it was told)."""
 
 
 @dataclass
@@ -120,6 +131,8 @@ class SchedulerRun:
     unschedulable_s: float = 0.0
     placement: dict[str, int] = field(default_factory=dict)
     """Pods of the largest gang per layer-3 domain path (for the heat map)."""
+    unavailable: str | None = None
+    """Why this peer did not run: the exact command and its error (no gangs then)."""
 
 
 def _snapshot(kube: KubeClient) -> TopologySnapshot:
@@ -190,6 +203,10 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/<pid>/stat (the fields after the command
     name, which may hold spaces: utime and stime are the 14th and 15th)."""
@@ -208,29 +225,31 @@ def _free_port() -> int:
 
 
 def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler: str,
-              explain: str | None, gang_api: bool, slice_pods: int = 0,
-              pid: int | None = None) -> tuple[GangRun, dict[str, int]]:
-    """One gang: a StatefulSet, or (`slice_pods`) an exclusive-topology JobSet."""
+              explain: str | None, peer: Peer | None, slice_pods: int = 0,
+              pids: list[int] | None = None) -> tuple[GangRun, dict[str, int], GangSpec]:
+    """One gang: a StatefulSet, or (`slice_pods`) an exclusive-topology JobSet; as the
+    peer wants it (its objects created first, its fields on the pods). Returns the peer's
+    GangSpec too: its objects are deleted once the pods are gone."""
     workload = (_jobset(name, size, scheduler, slice_pods) if slice_pods else
-                statefulset(name, size, scheduler, 8, name if gang_api else None))
+                statefulset(name, size, scheduler, 8))
     before = _snapshot(kube)
-    # The optimum of the same pods as one gang: the PodGroup (minCount = size) would make
-    # `phalanx place` name the gang after the PodGroup, not the StatefulSet it reads.
-    solo = statefulset(name, size, scheduler, 8) if gang_api else workload
-    offline = solve(request_from_workload(solo), before, SolverConfig(time_limit_s=5.0))
+    # The optimum of the bare workload: a peer's PodGroup would make `phalanx place` name
+    # the gang after the PodGroup, not the StatefulSet it reads.
+    offline = solve(request_from_workload(copy.deepcopy(workload)), before,
+                    SolverConfig(time_limit_s=5.0))
     assert isinstance(offline, Placement), f"{name} cannot fit: {offline.to_json()}"
-    if gang_api:
-        kube.create(POD_GROUPS, {"apiVersion": "scheduling.k8s.io/v1alpha2",
-                                 "kind": "PodGroup", "metadata": {"name": name},
-                                 "spec": {"schedulingPolicy": {"gang": {"minCount": size}}}})
-    cpu0 = process_cpu_seconds(pid) if pid else 0.0
+    spec = peer.gang(name, size, before) if peer is not None else GangSpec()
+    apply_gang(workload, spec)
+    for obj in spec.objects:
+        kube.create(obj.resource.path(NS), obj.body)
+    cpu0 = _cpu_seconds(pids) if pids else 0.0
     created = time.monotonic()
     kube.create((JOBSETS if slice_pods else STATEFULSETS).path(NS), workload)
     def done() -> bool:
         pods = _pods(kube, name)
         return len(pods) == size and all(p["spec"].get("nodeName") for p in pods)
     wait_until(done, 600, f"{name} bound", interval=0.1)
-    cpu = process_cpu_seconds(pid) - cpu0 if pid else None
+    cpu = _cpu_seconds(pids) - cpu0 if pids else None
     time.sleep(0.3)  # the watch delivers the last bindings
     pods = _pods(kube, name)
     uids = [p["metadata"]["uid"] for p in pods]
@@ -252,7 +271,8 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
                   optimum=offline.metrics.domains_used, ring_hops=metrics.ring_hops,
                   max_distance=metrics.max_distance,
                   cpu_s=round(cpu, 3) if cpu is not None else None,
-                  cpu_s_per_1000_binds=_per_thousand(cpu, size) if cpu is not None else None)
+                  cpu_s_per_1000_binds=_per_thousand(cpu, size) if cpu is not None else None,
+                  note=spec.note)
     if explain:
         detail = httpx.get(f"{explain}/v1/groups/{NS}/{name}", timeout=30,
                            params={"kind": "JobSet" if slice_pods else "StatefulSet"}).json()
@@ -262,7 +282,7 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
     for a in assignments:
         path = render_path(tree.paths[level][int(tree.domain_of[level][tree.index[a.node]])])
         racks[path] = racks.get(path, 0) + 1
-    return run, racks
+    return run, racks, spec
 
 
 def start_phalanx(cluster: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
@@ -277,37 +297,47 @@ def start_phalanx(cluster: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
-                  sizes: list[int], cpu_pods: int, slice_pods: int = 0) -> SchedulerRun:
-    result = SchedulerRun(scheduler)
+                  sizes: list[int], cpu_pods: int, slice_pods: int = 0,
+                  peer: Peer | None = None) -> tuple[SchedulerRun, list[ApiObject]]:
+    """Phalanx (`peer` None) or a prepared peer through the CPU pods and the gangs; the
+    objects the peer had created for its gangs, to delete once their pods are gone."""
+    result, objects = SchedulerRun(scheduler), list[ApiObject]()
     process, explain = None, None
-    if scheduler == "phalanx":
+    if peer is None:
         process, explain = start_phalanx(cluster)
-        pid = process.pid
+        pids, scheduler_name = [process.pid], "phalanx"
     else:
-        pid = next(p for p in cluster.processes()
-                   if "kube-scheduler" in Path(f"/proc/{p}/cmdline").read_text())
+        try:
+            peer.start(cluster)
+        except PeerUnavailable as exc:
+            peer.stop()
+            result.unavailable = f"`{exc.command}` failed: {exc.error}"
+            return result, objects
+        pids, scheduler_name = peer.pids(cluster), peer.scheduler_name
     times, watcher = watch_pods(kube, NS)
-    started, cpu0 = time.monotonic(), process_cpu_seconds(pid)
+    started, cpu0 = time.monotonic(), _cpu_seconds(pids)
     try:
         if cpu_pods:
             kube.create(STATEFULSETS.path(NS),
-                        statefulset("cpu", cpu_pods, SCHEDULERS[scheduler], 0))
+                        statefulset("cpu", cpu_pods, scheduler_name, 0))
             t0 = time.monotonic()
             wait_until(lambda: sum(1 for p in _pods(kube, "cpu") if p["spec"].get("nodeName"))
                        == cpu_pods, 300, "CPU pods bound", interval=0.1)
             result.cpu_pods_bound_s = round(time.monotonic() - t0, 3)
         largest = max(sizes)
         for index, size in enumerate(sizes):
-            run, racks = _run_gang(kube, times, f"g{index}-{size}", size, SCHEDULERS[scheduler],
-                                   explain, scheduler == "kube-scheduler-gang", slice_pods, pid)
+            run, racks, spec = _run_gang(kube, times, f"g{index}-{size}", size,
+                                         scheduler_name, explain, peer, slice_pods, pids)
             result.gangs.append(run)
+            objects += spec.objects
             if size == largest:
                 result.placement = racks
         elapsed = time.monotonic() - started
         result.pods_per_s = round((sum(sizes) + cpu_pods) / elapsed, 1)
-        result.cpu_s = round(process_cpu_seconds(pid) - cpu0, 3)
+        result.cpu_s = round(_cpu_seconds(pids) - cpu0, 3)
         result.cpu_s_per_1000_binds = _per_thousand(result.cpu_s, sum(sizes) + cpu_pods)
-        result.peak_rss_mb = _vm_hwm_mb(pid)
+        peaks = [_vm_hwm_mb(pid) for pid in pids]
+        result.peak_rss_mb = sum(p for p in peaks if p is not None) if None not in peaks else None
         if process is not None:
             groups = httpx.get(f"{explain}/v1/groups", timeout=30).json()["groups"]
             for group in groups:
@@ -319,7 +349,9 @@ def run_scheduler(kube: KubeClient, cluster: LocalCluster, scheduler: str,
         if process is not None:
             process.terminate()
             process.wait(10)
-    return result
+        if peer is not None:
+            peer.stop()
+    return result, objects
 
 
 def _pending_seconds(transitions: list[dict[str, str]]) -> float:
@@ -340,7 +372,10 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _clear(kube: KubeClient) -> None:
+def _clear(kube: KubeClient, objects: Sequence[ApiObject] = ()) -> None:
+    """Deletes the benchmark's workloads, waits until their pods are gone, then deletes
+    the objects a peer created for its gangs (a PodGroup outliving its pods is harmless,
+    one deleted before them could let a half-gang be scheduled)."""
     for sts in kube.list_all(STATEFULSETS.path(NS))[0]:
         kube.delete(STATEFULSETS.path(NS, sts["metadata"]["name"]))
     try:
@@ -352,12 +387,12 @@ def _clear(kube: KubeClient) -> None:
             raise
     wait_until(lambda: not kube.list_all(PODS.path(NS))[0], 300,
                "benchmark pods gone", interval=0.5)
-    try:
-        for group in kube.list_all(POD_GROUPS)[0]:
-            kube.delete(f"{POD_GROUPS}/{group['metadata']['name']}")
-    except ApiError as exc:
-        if exc.status != 404:  # the v1alpha2 API is served only with the gang baseline
-            raise
+    for obj in objects:
+        try:
+            kube.delete(obj.resource.path(NS, obj.name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def overcommitted(kube: KubeClient) -> list[str]:
@@ -386,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--occupancy", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--schedulers", default="phalanx,kube-scheduler,kube-scheduler-gang",
-                        help="any of phalanx, kube-scheduler, kube-scheduler-gang")
+                        help=f"any of {', '.join(CHOICES)}")
     parser.add_argument("--workload", choices=("statefulset", "jobset"), default="statefulset",
                         help="each gang a StatefulSet, or an exclusive-topology JobSet run "
                              "by the real JobSet controller")
@@ -404,16 +439,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.gangs.split(",")]
     wall = time.monotonic()
     schedulers = args.schedulers.split(",")
-    unknown = sorted(set(schedulers) - set(SCHEDULERS))
+    unknown = sorted(set(schedulers) - set(CHOICES))
     if unknown:
-        parser.error(f"--schedulers: unknown {unknown}; expected some of {sorted(SCHEDULERS)}")
+        parser.error(f"--schedulers: unknown {unknown}; expected some of {list(CHOICES)}")
     slice_pods = args.slice_pods if args.workload == "jobset" else 0
-    if slice_pods:
-        if "kube-scheduler-gang" in schedulers:
-            parser.error("--workload jobset: kube-scheduler-gang needs pods naming a PodGroup, "
-                         "which JobSet does not create; use phalanx,kube-scheduler")
-        if any(size % slice_pods for size in sizes):
-            parser.error(f"--gangs: every size must be a multiple of --slice-pods {slice_pods}")
+    # Peers are built before the cluster starts: a cold Go build must not share the two
+    # cores with a running control plane (nor time out its leases).
+    peers, unavailable, prepare_s = prepare_peers([s for s in schedulers if s != "phalanx"])
+    wrong = [name for name, peer in peers.items() if args.workload not in peer.workloads]
+    if wrong:
+        parser.error(f"--workload {args.workload}: not supported by {wrong}")
+    if slice_pods and any(size % slice_pods for size in sizes):
+        parser.error(f"--gangs: every size must be a multiple of --slice-pods {slice_pods}")
     cluster = LocalCluster(name=args.name,
                            controllers=("jobset",) if slice_pods else ())
     cluster.down()
@@ -426,12 +463,16 @@ def main(argv: list[str] | None = None) -> int:
                                if schedulable(n)) == args.nodes, 180, "nodes schedulable")
         ensure_namespace(kube, NS)
         for scheduler in schedulers:
-            runs.append(run_scheduler(kube, cluster, scheduler, sizes, args.cpu_pods,
-                                      slice_pods))
+            if scheduler in unavailable:
+                runs.append(SchedulerRun(scheduler, unavailable=unavailable[scheduler]))
+                continue
+            run, objects = run_scheduler(kube, cluster, scheduler, sizes, args.cpu_pods,
+                                         slice_pods, peers.get(scheduler))
+            runs.append(run)
             bad = overcommitted(kube)
             if bad:
                 raise SystemExit(f"{scheduler}: over-committed nodes: {bad[:10]}")
-            _clear(kube)
+            _clear(kube, objects)
         ceiling = write_ceiling(kube, 1024)
         version = kube.get("/version")["gitVersion"]
     finally:
@@ -442,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes, "occupancy": args.occupancy, "gangs": sizes,
         "workload": args.workload, "slice_pods": slice_pods or None,
         "cpu_pods": args.cpu_pods, "kubernetes": version, "apiserver_write_ceiling": ceiling,
-        "coscheduling": COSCHEDULING, "duration_s": round(time.monotonic() - wall, 1),
+        "peers_prepare_s": prepare_s, "duration_s": round(time.monotonic() - wall, 1),
         "runs": [run.__dict__ | {"gangs": [g.__dict__ for g in run.gangs]} for run in runs],
     }
     out = Path(args.out)
@@ -451,11 +492,35 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"placement-{stamp}.json").write_text(json.dumps(report, indent=2))
     from benchmarks.placement_plots import plot_all
 
-    pngs = plot_all(report, out, stamp)
+    pngs = plot_all(report | {"runs": [r for r in report["runs"] if r["gangs"]]}, out, stamp)
     print(render(report))
     print_result({"json": str(out / f"placement-{stamp}.json"), "plots": [str(p) for p in pngs],
                   "duration_s": report["duration_s"]})
     return 0
+
+
+def prepare_peers(names: list[str]) -> tuple[dict[str, Peer], dict[str, str], dict[str, float]]:
+    """Loads and builds each peer: those ready, those not (the exact command and error),
+    and how long each took to prepare (a cold build shows here)."""
+    ready: dict[str, Peer] = {}
+    unavailable: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        start = time.monotonic()
+        try:
+            peer = load(name)
+            peer.prepare()
+        except PeerUnavailable as exc:
+            unavailable[name] = f"`{exc.command}` failed: {exc.error}"
+        except ImportError as exc:
+            unavailable[name] = f"`import {PEERS[name].partition(':')[0]}` failed: {exc!r}"
+        else:
+            ready[name] = peer
+        seconds[name] = round(time.monotonic() - start, 1)
+        print(f"kwok_placement: {name} prepared in {seconds[name]} s"
+              + (f": UNAVAILABLE {unavailable[name]}" if name in unavailable else ""),
+              file=sys.stderr)
+    return ready, unavailable, seconds
 
 
 def render(report: dict[str, Any]) -> str:
@@ -463,10 +528,14 @@ def render(report: dict[str, Any]) -> str:
     layer3 = PRESETS["aws"].keys[3]
     lines = ["| scheduler | gang | created to all bound | last pod to all bound | binds/s | "
              "CPU s / 1,000 binds | layer-3 used (optimum, lower bound) | layer-2 used "
-             "(optimum) | every level at the optimum | ring hops | max distance |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    layer2 = PRESETS["aws"].keys[2]
-    for run in report["runs"]:
+             "(optimum) | layer-1 used (optimum) | every level at the optimum | "
+             "domains / Phalanx's (layer 1, 2, 3) | ring hops | max distance |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    layer2, layer1 = PRESETS["aws"].keys[2], PRESETS["aws"].keys[1]
+    ran = [run for run in report["runs"] if run["gangs"]]
+    phalanx = {g["name"]: g for run in ran if run["scheduler"] == "phalanx"
+               for g in run["gangs"]}
+    for run in ran:
         for g in run["gangs"]:
             lines.append(
                 f"| {run['scheduler']} | {g['size']} | {g['create_to_all_bound_s']:.2f} s | "
@@ -475,9 +544,11 @@ def render(report: dict[str, Any]) -> str:
                 f"{g['domains_used'][layer3]} "
                 f"({g['optimum'][layer3]}, {g['lower_bound'][layer3]}) | "
                 f"{g['domains_used'][layer2]} ({g['optimum'][layer2]}) | "
-                f"{'yes' if matches_optimum(g) else 'no'} | {g['ring_hops']} | "
+                f"{g['domains_used'][layer1]} ({g['optimum'][layer1]}) | "
+                f"{'yes' if matches_optimum(g) else 'no'} | "
+                f"{_ratios(g, phalanx.get(g['name']))} | {g['ring_hops']} | "
                 f"{g['max_distance']} |")
-    by = {run["scheduler"]: run for run in report["runs"]}
+    by = {run["scheduler"]: run for run in ran}
     if "phalanx" in by and "kube-scheduler" in by:
         ratios = [k["domains_used"][layer3] / p["domains_used"][layer3]
                   for p, k in zip(by["phalanx"]["gangs"], by["kube-scheduler"]["gangs"],
@@ -485,15 +556,63 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"\nkube-scheduler spread the same gangs over {min(ratios):.1f}-"
                      f"{max(ratios):.1f}x (median {statistics.median(ratios):.1f}x) as many "
                      f"layer-3 domains as Phalanx.")
-    for run in report["runs"]:
+    lines += [f"{run['scheduler']} {g['name']}: {g['note']}"
+              for run in ran for g in run["gangs"] if g.get("note")]
+    lines += [f"{run['scheduler']}: UNAVAILABLE, {run['unavailable']}"
+              for run in report["runs"] if run.get("unavailable")]
+    lines += against_peers(by)
+    for run in ran:
         lines.append(f"{run['scheduler']}: {run['pods_per_s']} pods/s overall, peak RSS "
                      f"{run['peak_rss_mb']} MB, CPU pods bound in {run['cpu_pods_bound_s']} s, "
                      f"unschedulable {run['unschedulable_s']:.1f} s, CPU {run.get('cpu_s')} s "
                      f"({run.get('cpu_s_per_1000_binds')} s per 1,000 binds)")
     lines += bind_rates(by)
-    lines.append(f"API server write ceiling (same run): {report['apiserver_write_ceiling']}/s; "
-                 f"Coscheduling: {report['coscheduling']}")
+    lines.append(f"API server write ceiling (same run): {report['apiserver_write_ceiling']}/s")
     return "\n".join(lines)
+
+
+RATIO_LEVELS = PRESETS["aws"].keys[1:4]
+"""Network layers 1 (top) to 3 (nearest the nodes): the levels a gang's spread is
+compared at (the zone is one domain for every gang here)."""
+
+
+def _ratios(gang: dict[str, Any], ours: dict[str, Any] | None) -> str:
+    """Domains the gang used per level over Phalanx's for the same gang."""
+    if ours is None:
+        return "-"
+    return ", ".join(f"{gang['domains_used'][k] / ours['domains_used'][k]:.2f}"
+                     for k in RATIO_LEVELS)
+
+
+def against_peers(by: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's bar, checked: per gang, Phalanx's domains per level (top first) no
+    more than any peer's, compared lexicographically; the largest gang bound no slower
+    than the median peer. Says where not, and by how much."""
+    if "phalanx" not in by or len(by) < 2:
+        return []
+    ours = by["phalanx"]["gangs"]
+    peers = {name: run["gangs"] for name, run in by.items() if name != "phalanx"}
+    lines, worse = [], 0
+    for index, gang in enumerate(ours):
+        mine = tuple(gang["domains_used"][k] for k in RATIO_LEVELS)
+        for name, gangs in peers.items():
+            theirs = tuple(gangs[index]["domains_used"][k] for k in RATIO_LEVELS)
+            if mine > theirs:
+                worse += 1
+                lines.append(f"NOT MET: gang {gang['name']}: Phalanx used {mine} domains "
+                             f"(layer 1, 2, 3), {name} {theirs}")
+    if not worse:
+        lines.append(f"Domains: Phalanx used no more domains than any of {sorted(peers)} "
+                     f"for every gang (layer 1, 2, 3, lexicographically).")
+    largest = max(range(len(ours)), key=lambda i: ours[i]["size"])
+    median = statistics.median(g[largest]["time_to_all_bound_s"] for g in peers.values())
+    mine_s = ours[largest]["time_to_all_bound_s"]
+    verdict = "met" if mine_s <= median else f"NOT MET by {mine_s - median:.2f} s"
+    lines.append(f"Largest gang ({ours[largest]['size']} pods), last pod to all bound: "
+                 f"Phalanx {mine_s:.2f} s, median peer {median:.2f} s ({verdict}; "
+                 + ", ".join(f"{n} {g[largest]['time_to_all_bound_s']:.2f} s"
+                             for n, g in peers.items()) + ")")
+    return lines
 
 
 def bind_rates(by: dict[str, dict[str, Any]]) -> list[str]:

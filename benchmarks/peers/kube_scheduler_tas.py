@@ -27,20 +27,14 @@ level and why (GangSpec.note).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
-from benchmarks.peers import GangSpec, PeerUnavailable
+from benchmarks.peers import GangSpec
 from benchmarks.peers.kube_scheduler import native_pod_group
+from benchmarks.peers.scheduler_process import SchedulerProcess, scheduler_config
 from localcluster.cluster import FEATURE_GATES
-from localcluster.controllers import free_port
 
 if TYPE_CHECKING:
     from localcluster.cluster import LocalCluster
@@ -52,19 +46,11 @@ GPUS_PER_POD = 8
 SCORING_STRATEGY = {"type": "MostAllocated", "resources": [{"name": GPU, "weight": 1}]}
 
 
-def scheduler_config(kubeconfig: Path, scheduler_name: str) -> dict[str, object]:
-    """The KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) of the TAS peer:
-    default plugins (the gates add GangScheduling, TopologyPlacementGenerator and
-    PodGroupPodsCount), NodeResourcesFit packing by GPUs, no client rate limits (as the
-    cluster's own scheduler runs), no leader election (a second scheduler beside the
-    cluster's would otherwise wait for the same lease)."""
-    return {
-        "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-        "leaderElection": {"leaderElect": False},
-        "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 5000, "burst": 10000},
-        "profiles": [{"schedulerName": scheduler_name, "pluginConfig": [
-            {"name": "NodeResourcesFit", "args": {"scoringStrategy": SCORING_STRATEGY}}]}],
-    }
+def profile(scheduler_name: str) -> dict[str, Any]:
+    """The TAS peer's profile: default plugins (the gates add GangScheduling,
+    TopologyPlacementGenerator and PodGroupPodsCount), NodeResourcesFit packing by GPUs."""
+    return {"schedulerName": scheduler_name, "pluginConfig": [
+        {"name": "NodeResourcesFit", "args": {"scoringStrategy": SCORING_STRATEGY}}]}
 
 
 def pod_slots(snapshot: TopologySnapshot) -> np.ndarray:
@@ -108,51 +94,15 @@ class KubeSchedulerTas:
     workloads = frozenset({"statefulset"})
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: Path | None = None
+        self._process = SchedulerProcess(self.name)
 
     def prepare(self) -> None:
         """The cluster's own kube-scheduler binary: nothing to build."""
 
     def start(self, cluster: LocalCluster) -> None:
-        # Under the cluster's folder: the process then names it in its command line, so
-        # the cluster's teardown stops it even if this benchmark dies first.
-        folder = cluster.cluster_dir / "peers" / self.name
-        folder.mkdir(parents=True, exist_ok=True)
-        config = folder / "config.yaml"
-        config.write_text(json.dumps(scheduler_config(cluster.kubeconfig, self.scheduler_name),
-                                     indent=2))
-        port = free_port()
-        argv = [str(cluster.cluster_dir / "bin" / "kube-scheduler"), f"--config={config}",
-                f"--feature-gates={FEATURE_GATES}", "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"]
-        self._log = folder / "kube-scheduler.log"
-        with open(self._log, "ab") as out:
-            self._process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                             start_new_session=True, cwd=folder)
-        self._wait_ready(" ".join(argv), f"https://127.0.0.1:{port}/readyz")
-
-    def _wait_ready(self, command: str, url: str, timeout: float = 60) -> None:
-        assert self._process is not None and self._log is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise PeerUnavailable(self.name, command,
-                                      f"exited {self._process.returncode}: {self._tail()}")
-            try:
-                if httpx.get(url, verify=False, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise PeerUnavailable(self.name, command,
-                              f"{url} not ready within {timeout:.0f}s: {self._tail()}")
-
-    def _tail(self) -> str:
-        assert self._log is not None
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-20:])
+        self._process.start(cluster, cluster.cluster_dir / "bin" / "kube-scheduler",
+                            scheduler_config(cluster.kubeconfig, profile(self.scheduler_name)),
+                            [f"--feature-gates={FEATURE_GATES}"])
 
     def gang(self, name: str, size: int, snapshot: TopologySnapshot) -> GangSpec:
         key, why = required_level(snapshot, size)
@@ -160,15 +110,7 @@ class KubeSchedulerTas:
         return GangSpec(objects=spec.objects, pod_spec=spec.pod_spec, note=why)
 
     def pids(self, cluster: LocalCluster) -> list[int]:
-        assert self._process is not None, "start() first"
         return [self._process.pid]
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self._process.pid, 9)
-                self._process.wait(10)
-        self._process = None
+        self._process.stop()

@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries controllers browser lint test unit integration demo bench-solver clean-clusters image
+.PHONY: all venv binaries controllers browser helm manifests lint test unit integration demo bench-solver clean-clusters image
 
 all: test
 
@@ -29,13 +29,21 @@ controllers:
 browser:
 	bash hack/install-chromium.sh
 
+# helm from its Go module (hack/build-helm.sh), for the chart test and `make manifests`.
+helm:
+	bash hack/build-helm.sh >/dev/null
+
+# manifests/{crd,deploy,rbac} are rendered from charts/phalanx: edit the chart, then this.
+manifests: venv helm
+	$(PY) hack/render_manifests.py
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint --strict manifests/ .yamllint
 
 # pytest exits 5 when it collected no test: make treats that as failure, as it should.
-test: venv binaries controllers browser lint
+test: venv binaries controllers browser helm lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv

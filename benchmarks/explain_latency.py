@@ -5,7 +5,8 @@
 A synthetic cluster with fragmented load; one gang of `--pods` 8-GPU pods solved by the
 real solver and held as the scheduler holds it (record, placement, explanation, every pod
 bound in the API view); then `--requests` sequential GETs of each route through a keep-
-alive connection. Reports p50/p95/max per route in milliseconds, and the body size.
+alive connection. Reports p50/p95/max per route in milliseconds, and the body size (the
+map page `/ui` and the part its script refreshes, `/ui/content`, included).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for route, path in (("detail", "/v1/groups/bench/big"),
                                 ("explain", "/v1/groups/bench/big/explain"),
-                                ("groups", "/v1/groups"), ("metrics", "/metrics")):
+                                ("groups", "/v1/groups"), ("metrics", "/metrics"),
+                                ("ui", "/ui"), ("ui_content", "/ui/content")):
                 _timed(client, path, 5)  # warm-up
                 samples, size = _timed(client, path, args.requests)
                 samples.sort()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -234,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", default="cpsat,greedy")
     parser.add_argument("--time-limit", type=float, default=1.0)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine reports of the same trace run one algorithm each "
+                             "(in parallel processes) into one table and one set of plots")
     args = parser.parse_args(argv)
+    if args.merge:
+        return _merge([json.loads(Path(p).read_text()) for p in args.merge], Path(args.out))
     spec = TraceSpec(jobs=args.jobs, seed=args.seed, capacity_pods=args.nodes, load=args.load,
                      median_duration_s=args.median_duration, max_pods=args.max_pods,
                      required_share=args.required_share)
@@ -250,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                            args.time_limit, end_s))
         print(f"{algorithm}: {runs[-1].wall_s:.0f} s wall, {runs[-1].cpu_s:.0f} s CPU in "
               f"solve()", flush=True)
-    report = _report(args, spec, tree, jobs, runs, end_s)
-    out = Path(args.out)
+    return _write(_report(args, spec, tree, jobs, runs, end_s), Path(args.out))
+
+
+def _write(report: dict[str, Any], out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = out / f"simulate-{stamp}.json"
@@ -261,12 +267,27 @@ def main(argv: list[str] | None = None) -> int:
     pngs = plot_all(report, out, f"simulate-{stamp}")
     print(render(report["rows"], time_unit="min"))
     print_result({"json": str(path), "plots": [str(p) for p in pngs],
-                  "simulated_h": round(end_s / 3600, 2),
-                  "wall_s": {r.algorithm: round(r.wall_s, 1) for r in runs},
-                  "solve_cpu_s": {r.algorithm: round(r.cpu_s, 1) for r in runs},
-                  "optimum_audit_cpu_s": {r.algorithm: round(r.audit_s, 1) for r in runs},
-                  "optimum_unproven": {r.algorithm: r.unproven for r in runs}})
+                  "simulated_h": round(report["end_s"] / 3600, 2),
+                  **{key: {r["scheduler"]: r[key] for r in report["rows"]}
+                     for key in ("wall_s", "solve_cpu_s", "optimum_audit_cpu_s",
+                                 "optimum_unproven")}})
     return 0
+
+
+def _merge(reports: list[dict[str, Any]], out: Path) -> int:
+    """One report from several of the same trace on the same fleet (each a process of
+    its own, so they ran side by side): rows, series and jobs side by side."""
+    first = reports[0]
+    for other in reports[1:]:
+        for key in ("nodes", "trace", "end_s"):
+            if other[key] != first[key]:
+                raise SystemExit(f"--merge: {key} differs: {first[key]} and {other[key]}")
+    merged = dict(first)
+    for key in ("rows",):
+        merged[key] = [row for report in reports for row in report[key]]
+    for key in ("series", "jobs"):
+        merged[key] = {name: value for report in reports for name, value in report[key].items()}
+    return _write(merged, out)
 
 
 NAMES = {"cpsat": "phalanx (CP-SAT)", "greedy": "Kueue-style greedy"}
@@ -285,12 +306,10 @@ def _report(args: argparse.Namespace, spec: TraceSpec, tree: DomainTree, jobs: l
         "rows": [summarize(NAMES[r.algorithm], r.records, r.samples, total, steady,
                            jobs[-1].arrival_s)
                  | {"wall_s": round(r.wall_s, 1), "solve_cpu_s": round(r.cpu_s, 1),
+                    "optimum_audit_cpu_s": round(r.audit_s, 1),
                     "optimum_unproven": r.unproven} for r in runs],
         "series": {NAMES[r.algorithm]: [list(s) for s in _thin(r.samples)] for r in runs},
         "jobs": {NAMES[r.algorithm]: [rec.to_json() for rec in r.records] for r in runs},
-        "solve_s_median": {NAMES[r.algorithm]: statistics.median(
-            [rec.solve_s for rec in r.records if rec.solve_s is not None] or [0.0])
-            for r in runs},
     }
 
 

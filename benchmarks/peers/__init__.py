@@ -46,6 +46,7 @@ PEERS: dict[str, str] = {
     "kube-scheduler-gang": "benchmarks.peers.kube_scheduler:KubeSchedulerGang",
     "kube-scheduler-tas": "benchmarks.peers.kube_scheduler_tas:KubeSchedulerTas",
     "kueue-tas": "benchmarks.peers.kueue_tas:KueueTas",
+    "kueue-tas-required": "benchmarks.peers.kueue_tas:KueueTasRequired",
     "coscheduling": "benchmarks.peers.coscheduling:Coscheduling",
 }
 """--schedulers name -> "module:class" of its `Peer`."""

@@ -281,12 +281,13 @@ class KueueTas:
         folder = cluster.cluster_dir / "peers" / self.name
         folder.mkdir(parents=True, exist_ok=True)
         ca_pem = make_certificates(folder / "certs")
-        METRICS_CERT_DIR.mkdir(parents=True, exist_ok=True)
-        for name in ("tls.crt", "tls.key"):
-            shutil.copyfile(folder / "certs" / name, METRICS_CERT_DIR / name)
         webhook_port, health_port = free_port(), free_port()
-        step = f"install Kueue's CRDs from {built / 'crd'}"
+        step = f"write Kueue's metrics serving pair to {METRICS_CERT_DIR}"
         try:
+            METRICS_CERT_DIR.mkdir(parents=True, exist_ok=True)
+            for name in ("tls.crt", "tls.key"):
+                shutil.copyfile(folder / "certs" / name, METRICS_CERT_DIR / name)
+            step = f"install Kueue's CRDs from {built / 'crd'}"
             crds = crd_documents(built / "crd", webhook_port, ca_pem)
             for crd in crds:
                 apply(kube, CRDS, crd)

@@ -24,8 +24,11 @@ plugins (the cluster's own, client QPS limits lifted); the same kube-scheduler w
 in-tree gang scheduling (`kube-scheduler-gang`: GangScheduling, a
 scheduling.k8s.io/v1alpha2 PodGroup per gang); a second v1.36 kube-scheduler with
 topology-aware workload scheduling (`kube-scheduler-tas`: one required topology level per
-gang, NodeResourcesFit packing by GPUs); Kueue's TAS (`kueue-tas`); and scheduler-plugins'
-Coscheduling (`coscheduling`, built from its Go module by hack/build-coscheduling.sh).
+gang, NodeResourcesFit packing by GPUs); Kueue v0.17.0's TAS admitting each gang, the
+cluster's kube-scheduler binding (`kueue-tas`: preferred lowest network level, built by
+hack/build-kueue.sh; `kueue-tas-required`: required at the level kube-scheduler-tas gets);
+and scheduler-plugins' Coscheduling (`coscheduling`, built from its Go module by
+hack/build-coscheduling.sh).
 Peers are built before the cluster starts; one that cannot be built or started is
 recorded in the results with the exact command and error, never dropped silently.
 

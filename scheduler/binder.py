@@ -93,7 +93,8 @@ class Binder:
         bound_to = (pod.get("spec") or {}).get("nodeName")
         if bound_to == node:
             return BindResult(key, node, True, 409, "already bound here")
-        return BindResult(key, node, False, 409, f"already bound to {bound_to}")
+        return BindResult(key, node, False, 409, f"already bound to {bound_to}",
+                          bound_to=str(bound_to or ""))
 
     async def _bind_many(self, placements: Sequence[tuple[str, str]]) -> list[BindResult]:
         """`concurrency` workers taking the next placement in order: no task per pod."""

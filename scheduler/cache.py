@@ -4,9 +4,16 @@
 It does no I/O: `scheduler.informers` feeds it from the API server's watches; unit tests
 feed it records directly. Assumed pods, as in kube-scheduler's cache:
 
-    Initial --assume--> Assumed --watch shows it bound--> Added
+    Initial --assume--> Assumed --bind succeeded: finish_binding--> Bound --watch--> Added
                            |  \\--bind failed: forget--> Initial (back to the queue)
-                           \\--no confirmation before the deadline: expire--> Initial
+                           \\--no answer before the deadline: expire--> Initial
+
+A Bound assumption never expires (kube-scheduler's assumed pods do not either since
+durationToExpireAssumedPod became 0): the API server has the pod on that node, and only
+the watch may say more. With a deadline, a watch lagging behind a loaded API server by
+more than the TTL handed a bound pod's node to the next gang (found by the soak:
+two 8-GPU pods on one node). A 409 naming the node the pod is already bound to is
+the same knowledge and ends the same way (`settle_binds`).
 
 An assumed pod counts against its node at once, so the next cycle cannot hand the same
 room to another gang; a pod the watch shows bound is never forgotten.
@@ -24,15 +31,17 @@ as plain dicts; both become the same PodRecords.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from gcpause import gc_paused
 from kube.resources import NAMESPACES, Resource
+from scheduler.collaborators import BindResult
 from topology.presets import Preset
 from topology.records import (
     NodeRecord,
@@ -295,6 +304,28 @@ class ClusterCache:
     def assume(self, pod: PodRecord, node: str) -> None:
         with self.lock:
             self.assumed[pod.key] = Assumed(pod, node, self.clock() + self.assume_ttl_s)
+
+    def finish_binding(self, key: str, node: str) -> None:
+        """The API server has the pod on `node`: its room stays taken until the watch shows
+        it (bound, or gone), however far the watch lags."""
+        with self.lock:
+            current = self.pods.get(key)
+            if current is None or current.node_name or current.terminal:
+                self.assumed.pop(key, None)  # the watch knows already, or it is gone
+                return
+            self.assumed[key] = Assumed(current, node, math.inf)
+
+    def settle_binds(self, results: Iterable[BindResult]) -> None:
+        """After binds: a bound pod keeps its room for good (`finish_binding`), also when a
+        409 says it is bound to another node than asked (there, then); any other failure,
+        and a bind not sent, gives the room back."""
+        for result in results:
+            if result.ok:
+                self.finish_binding(result.pod, result.node)
+            elif result.bound_to:
+                self.finish_binding(result.pod, result.bound_to)
+            else:
+                self.forget(result.pod)
 
     def forget(self, key: str) -> None:
         """A bind that failed: the pod's room is free again (never for a bound pod)."""

@@ -29,6 +29,9 @@ class BindResult:
     ok: bool
     status: int
     reason: str = ""
+    bound_to: str = ""
+    """Refused with 409 because the API server already has the pod on this other node
+    (a bind an earlier cycle or leader sent landed after its answer was lost)."""
 
     @property
     def unsent(self) -> bool:

@@ -381,9 +381,7 @@ class Scheduler:
             self.cluster.assume(pod, node)
         results, _ = self.binder.bind_all([(p.key, n) for p, n in ready])
         bound = [r for r in results if r.ok]
-        for r in results:
-            if not r.ok:
-                self.cluster.forget(r.pod)
+        self.cluster.settle_binds(results)
         self.metrics.pods_bound.labels("gang").inc(len(bound))
         by_key = {p.key: p for p, _ in ready}
         for r in bound:
@@ -573,9 +571,10 @@ class Scheduler:
                 results: list[BindResult], bind_s: float) -> None:
         record.bind_s = bind_s
         self.metrics.bind_seconds.observe(bind_s)
+        # Every pod's room at once: kept for good where the API server has the pod, given
+        # back for binds not sent (this instance stopped leading) or refused.
+        self.cluster.settle_binds(results)
         unsent = [r for r in results if r.unsent]
-        for r in unsent:  # not a failure: this instance stopped leading
-            self.cluster.forget(r.pod)
         if unsent:
             results = [r for r in results if not r.unsent]
             log.info("gang=%s decision=handover unsent=%d message=%r", gang.key, len(unsent),
@@ -588,7 +587,6 @@ class Scheduler:
         by_key = {p.key: p for p in gang.pending}
         for r in failed:
             self.metrics.bind_errors.labels(str(r.status)).inc()
-            self.cluster.forget(r.pod)
             if r.node_specific:
                 name = by_key[r.pod].name
                 record.failed_nodes = {**record.failed_nodes, name: record.failed_nodes.get(

@@ -79,12 +79,12 @@ class SinglePods:
         if not chosen:
             return
         results, _ = self.binder.bind_all([(pod.key, node) for pod, node in chosen])
+        self.cluster.settle_binds(results)
         for (pod, node), result in zip(chosen, results, strict=True):
             if result.ok:
                 self.metrics.pods_bound.labels("single").inc()
                 self.reporter.pod_placed(pod, node)
                 continue
-            self.cluster.forget(pod.key)
             if result.unsent:
                 continue
             self.metrics.bind_errors.labels(str(result.status)).inc()

@@ -87,6 +87,8 @@ class Binder:
     refuse: Callable[[str, str], int | None] = lambda pod, node: None
     watch: bool = True
     sent: list[tuple[str, str]] = field(default_factory=list)
+    elsewhere: dict[str, str] = field(default_factory=dict)
+    """Pod key -> the node the API server already has it on (its bind answers 409)."""
 
     def bind_all(self, placements: Sequence[tuple[str, str]]
                  ) -> tuple[list[BindResult], float]:
@@ -96,6 +98,11 @@ class Binder:
                 results.append(BindResult(key, node_name, False, NOT_LEADER, "not leader"))
                 continue
             self.sent.append((key, node_name))
+            if key in self.elsewhere:
+                there = self.elsewhere[key]
+                results.append(BindResult(key, node_name, False, 409,
+                                          f"already bound to {there}", bound_to=there))
+                continue
             status = self.refuse(key, node_name)
             if status is not None:
                 results.append(BindResult(key, node_name, False, status, "Forbidden: denied"))
@@ -296,6 +303,57 @@ def test_failed_bind_is_repaired_next_to_the_bound_members_avoiding_that_node() 
     assert record.phase is GangPhase.BOUND and record.result.solver.algorithm == "nearby"
     assert len(record.result.assignments) == 6  # explain still shows every member
     assert [key for key, _ in world.binder.sent].count(f"{NS}/train-0") == 1  # never moved
+
+
+def test_a_bound_pod_keeps_its_node_however_long_the_watch_lags() -> None:
+    """Regression (soak, issue 20): a leader's pod watch ran two minutes behind a loaded
+    API server; the assumptions of its successful binds expired after 30 s and the next
+    gang was bound onto the same nodes (two 8-GPU pods on one node)."""
+    world = World()
+    world.binder.watch = False  # the watch shows none of the binds
+    world.lookup.put(STATEFULSETS, "first", {"replicas": 16})
+    world.pods("first", 16)
+    world.cycle()
+    first = dict(world.binder.sent)
+    assert len(first) == 16
+    world.clock.now += 10 * world.cache.assume_ttl_s
+    world.lookup.put(STATEFULSETS, "second", {"replicas": 16})
+    world.pods("second", 16)
+    world.lookup.put(STATEFULSETS, "third", {"replicas": 1})
+    world.pods("third", 1)
+    world.cycle(2)
+    second = {k: n for k, n in world.binder.sent if k.startswith(f"{NS}/second-")}
+    assert len(second) == 16 and not set(second.values()) & set(first.values())
+    # The 32 nodes are full: the third gang waits, the first is never bound again.
+    assert not any(k.startswith(f"{NS}/third-") for k, _ in world.binder.sent)
+    assert len(world.binder.sent) == 32
+    # The watch catches up: the assumptions end as the pods show up bound.
+    for key, node_name in first.items():
+        world.cache.put_pod(replace(world.cache.pods[key], node_name=node_name))
+    assert not any(k in world.cache.assumed for k in first)
+
+
+def test_a_409_naming_another_node_counts_the_pod_on_that_node() -> None:
+    """A bind an earlier leader sent can land after its answer was lost: the next bind
+    is refused with 409 and the node the pod is on. That node is taken, not freed."""
+    world = World()
+    world.binder.watch = False
+    there = "z2-b2-r2-n3"
+    world.binder.elsewhere[f"{NS}/solo-0"] = there
+    world.lookup.put(STATEFULSETS, "solo", {"replicas": 1})
+    world.pods("solo", 1)
+    world.cycle()
+    assert world.cache.assumed[f"{NS}/solo-0"].node == there
+    world.clock.now += 10 * world.cache.assume_ttl_s
+    world.lookup.put(STATEFULSETS, "fill", {"replicas": 31})
+    world.pods("fill", 31)
+    world.lookup.put(STATEFULSETS, "one", {"replicas": 1})
+    world.pods("one", 1)
+    world.cycle(2)
+    fill = {n for k, n in world.binder.sent if k.startswith(f"{NS}/fill-")}
+    assert len(fill) == 31 and there not in fill
+    assert not any(k.startswith(f"{NS}/one-") for k, _ in world.binder.sent)
+    assert [k for k, _ in world.binder.sent].count(f"{NS}/solo-0") == 1
 
 
 def test_leadership_lost_mid_bind_stops_binding_and_leaves_the_rest() -> None:

@@ -85,16 +85,16 @@ def plot_domains(report: dict[str, Any], path: Path) -> Path:
 
 
 def plot_fragmentation(report: dict[str, Any], path: Path) -> Path:
+    """Stranded GPUs as a share of all GPUs (the table gives them as a share of the free
+    ones, which swings wildly when almost nothing is free)."""
     scale, unit = _hours(report)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, series in report["series"].items():
         data = np.array(series, dtype=float)
-        share = np.divide(data[:, 4], data[:, 3], out=np.zeros(len(data)),
-                          where=data[:, 3] > 0)
-        ax.step(data[:, 0] / scale, 100 * share, where="post", label=name)
+        ax.step(data[:, 0] / scale, 100 * data[:, 4] / report["gpus"], where="post",
+                label=name)
     ax.set_xlabel(f"time ({unit})")
-    ax.set_ylabel("free GPUs in racks too small for the median job (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylabel("free GPUs in racks too small for the median job\n(% of all GPUs)")
     ax.set_title(f"Fragmentation (median job: {report['median_pods']} pods x 8 GPUs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -50,6 +50,7 @@ from benchmarks.replay import (
     Sample,
     fragmented_gpus,
     gang_request,
+    median_or_none,
     render,
     required_level,
     summarize,
@@ -283,8 +284,14 @@ def _merge(reports: list[dict[str, Any]], out: Path) -> int:
             if other[key] != first[key]:
                 raise SystemExit(f"--merge: {key} differs: {first[key]} and {other[key]}")
     merged = dict(first)
-    for key in ("rows",):
-        merged[key] = [row for report in reports for row in report[key]]
+    merged["rows"] = []
+    for report in reports:
+        for row in report["rows"]:
+            # Reports written before the column existed: the same median from their jobs.
+            row.setdefault("solve_cpu_median_s", median_or_none(
+                [j["cpu_s"] for j in report["jobs"][row["scheduler"]]
+                 if j["start_s"] is not None and j["cpu_s"] is not None]))
+            merged["rows"].append(row)
     for key in ("series", "jobs"):
         merged[key] = {name: value for report in reports for name, value in report[key].items()}
     return _write(merged, out)

@@ -304,11 +304,14 @@ class BindsRefused(Fault):
     duration_range = (15.0, 40.0)
 
     def inject(self) -> bool:
-        # A third of the nodes by name hash (stable for the fault): some members of a
-        # gang land, others are refused: the partial-bind-then-repair path.
-        salt = self.ctx.rng.randrange(1000)
+        # A third of the nodes, by the last digit of their name (p5-000123: 3, 6, 9 when
+        # the drawn residue is 0): some members of a gang land, others are refused: the
+        # partial-bind-then-repair path. (A first version keyed on the name's length,
+        # which every node shares: all binds or none were refused.)
+        salt = self.ctx.rng.randrange(3)
+        name = "object.target.name"
         expression = (f"request.userInfo.username != '{USER}' || "
-                      f"(size(object.target.name) + {salt}) % 3 != 0")
+                      f"int({name}.substring(size({name}) - 1)) % 3 != {salt}")
         self.ctx.kube.create(VAP, {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicy", "metadata": {"name": REFUSE},
@@ -321,7 +324,7 @@ class BindsRefused(Fault):
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": REFUSE},
             "spec": {"policyName": REFUSE, "validationActions": ["Deny"]}})
-        self.detail = f"salt {salt}"
+        self.detail = f"nodes whose last digit % 3 == {salt}"
         return True
 
     def heal(self) -> None:

@@ -1,0 +1,105 @@
+"""The run's result: violations, faults, time to bound, RSS, requests per waiting gang,
+and the timeline plot."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.soak import invariants
+from benchmarks.soak.faults import KINDS as FAULT_KINDS
+from benchmarks.soak.replicas import Replica, tracebacks
+from benchmarks.soak.state import Run
+from benchmarks.soak.timeline import plot
+from localcluster.binaries import REPO
+from localcluster.cluster import LocalCluster
+
+RSS_WARMUP_S = 300.0
+RSS_JUDGED_FROM_S = 1200.0
+"""Runs shorter than this report RSS but do not judge it: measured on 3-minute runs, a
+scheduler's RSS steps up once by 15-35 % when it re-lists everything after an apiserver
+restart (the old cache and the new lists alive at once; CPython keeps the high-water
+mark), and in 3 minutes nothing comes after that step to tell a step from growth."""
+
+
+def _incarnation_growth(replicas: list[Replica], run_s: float) -> float | None:
+    """The largest RSS growth of any scheduler process after its warm-up (its first
+    RSS_WARMUP_S after it first led: the cache fills as the cluster does, the first
+    re-lists happen), over at least as long again; None when no process lived that
+    long."""
+    growths = []
+    for replica in replicas:
+        for life in replica.history:
+            begin = (life.led_at or life.started) + RSS_WARMUP_S
+            growth = invariants.rss_growth(life.rss, begin, RSS_WARMUP_S)
+            if growth is not None:
+                growths.append(growth)
+    return max(growths) if growths else None
+
+
+def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s: float
+            ) -> dict[str, Any]:
+    args = run.args
+    rss = {f"replica{r.index}-{i}": [(round(t - run.start, 1), kib) for t, kib in life.rss]
+           for r in replicas for i, life in enumerate(r.history)}
+    (Path(args.workdir) / "rss.json").write_text(json.dumps(rss))
+    for replica in replicas:
+        for life in replica.history:
+            for line in tracebacks(life.log):
+                run.violations.append((-1.0, f"replica {replica.index} log {life.log.name}: "
+                                             f"unhandled exception: {line}"))
+    growth = _incarnation_growth(replicas, run_s)
+    judged = run_s >= RSS_JUDGED_FROM_S
+    if judged and growth is not None and growth >= 0.10:
+        run.violations.append((-1.0, f"scheduler RSS grew {growth:.1%} after warm-up"))
+    # Waiting: from arrival until the first member binds (binding writes a Scheduled Event
+    # per pod; a partly bound gang is the all-or-nothing check's business).
+    spans = {name: [(tr.gang.created_at, min(t for t in (
+        tr.state.first_bound, tr.gang.deleted_at, run_s) if t is not None))]
+        for name, tr in run.gangs.items()}
+    worst = invariants.requests_per_gang_minute(run.writes, spans)
+    for name, count in sorted(worst.items()):
+        bound = invariants.request_bound(run.gangs[name].gang.size)
+        if count > bound:
+            run.violations.append((-1.0, f"gang {name}: {count:.0f} scheduler requests in one "
+                                         f"minute of waiting (bound {bound})"))
+    ttb = sorted(tr.state.complete - tr.gang.created_at for tr in run.gangs.values()
+                 if tr.state.complete is not None)
+    kinds: dict[str, int] = {}
+    for _, _, kind, _ in run.faults:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    plot_path = Path(args.plot or REPO / "benchmarks" / "plots" /
+                     f"soak-{args.seed}-{args.minutes:g}m.png")
+    plot(run.timeline, run.faults, plot_path,
+         f"soak: {args.minutes:g} min, seed {args.seed}, {args.nodes} nodes")
+    return {
+        "benchmark": "soak", "minutes": args.minutes, "seed": args.seed, "nodes": args.nodes,
+        "violations": [{"t_s": t, "what": w} for t, w in run.violations] or 0,
+        "faults": dict(sorted(kinds.items())),
+        "fault_kinds_missing": sorted({k.kind for k in FAULT_KINDS} - set(kinds)),
+        "faults_skipped": run.skipped,
+        "gangs_created": len(run.gangs),
+        "gangs_bound": len(ttb),
+        "gangs_withdrawn": sum(1 for tr in run.gangs.values() if tr.withdrawn),
+        "gang_kinds_bound": sorted({tr.gang.kind for tr in run.gangs.values()
+                                    if tr.state.complete is not None}),
+        "singles": len(run.singles),
+        "time_to_bound_p50_s": round(statistics.median(ttb), 2) if ttb else None,
+        "time_to_bound_p95_s": round(ttb[max(0, int(len(ttb) * 0.95) - 1)], 2)
+        if ttb else None,
+        "rss_growth": round(growth, 4) if growth is not None else None,
+        "rss_judged": judged,
+        "max_requests_per_waiting_gang_minute": max(worst.values(), default=0.0),
+        "scheduler_processes": sum(len(r.history) for r in replicas),
+        "scheduler_rss_mib": {name: [round(rows[0][1] / 1024), round(rows[-1][1] / 1024)]
+                              for name, rows in rss.items() if rows},
+        "scheduler_requests_attributed": len(run.writes),
+        "suspicions_not_confirmed_by_fresh_list": run.unconfirmed,
+        "t_s": invariants.T_S,
+        "plot": str(plot_path),
+        "cluster": cluster.name,
+    }
+
+

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from kube.resources import CSI_NODES, PDBS, PVCS, PVS, STORAGE_CLASSES, ObjectRef
 from scheduler.cache import ClusterCache
@@ -95,6 +96,9 @@ HOLD_S = 600.0
 """How long room is held for members a gang's controller creates later (JobSet's and
 LeaderWorkerSet's followers, InOrder replicatedJobs): past it, they are placed next to
 their peers when they come, with whatever room is left."""
+SETTLE_S = 10.0
+"""A group sized by the members seen waits this long after its newest member appeared
+before its first placement (a 512-pod group is created in a few seconds here)."""
 VOLUME_OBJECTS = (PVCS, PVS, STORAGE_CLASSES, CSI_NODES)
 
 
@@ -217,6 +221,9 @@ class Scheduler:
         if gang.spec.waiting is not None:
             record.move(GangPhase.WAITING, self.clock.time())
             return False
+        if gang.spec.size_seen and gang.bound == 0 and self._still_arriving(gang):
+            record.move(GangPhase.WAITING, self.clock.time())
+            return False
         if not gang.ready:
             # Members still gated are not placeable; they are named, not counted.
             waiting_for_gates = len(gang.pending) + len(gang.gated) >= gang.needed
@@ -224,6 +231,14 @@ class Scheduler:
                         else GangPhase.WAITING, self.clock.time())
             return False
         return self._worth_solving(gang, record)
+
+    def _still_arriving(self, gang: Gang) -> bool:
+        """A group whose size is only the members seen is first placed once no member has
+        been created for SETTLE_S: placed while its pods were still being created, it was
+        a whole gang of 4 and then 4 bound members of 16 whose other 12 could not join
+        them in their required rack (found by the soak, issue 20)."""
+        newest = max((_epoch(p.created) for p in (*gang.pending, *gang.gated)), default=0.0)
+        return self.clock.time() - newest < SETTLE_S
 
     def _worth_solving(self, gang: Gang, record: GangRecord) -> bool:
         """A gang that did not fit is solved again only when something it depends on
@@ -664,6 +679,14 @@ class Scheduler:
                 self.cluster.hold(str(key), (), 0.0)  # gone: nothing will use its room
             elif now - record.gone_since > RETAIN_S:
                 del self.records[key]
+
+
+def _epoch(stamp: str) -> float:
+    """An RFC 3339 creationTimestamp in seconds (0 when absent or unreadable: old)."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _with_running(previous: object, replacement: Placement) -> Placement:

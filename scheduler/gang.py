@@ -104,6 +104,9 @@ class GangSpec:
     waiting: str | None = None
     """Why the gang may not be placed yet, nothing being wrong with it: its workload
     object is not found (being deleted, its pods not yet; or not seen yet)."""
+    size_seen: bool = False
+    """Nothing declares the size: it is the members seen (a Volcano group where that API
+    is not served), so the group may still be growing (cycle.SETTLE_S)."""
     later: tuple[Planned, ...] = ()
     """Members the controller creates only after the first ones are bound or running
     (JobSet's exclusive placement and InOrder startup, LeaderWorkerSet's workers):

@@ -51,7 +51,7 @@ class VolcanoSource:
         constraints = read_constraints([("PodGroup", annotations_of(raw)), ("Pod", first)])
         seen = len(members)
         if raw is None:  # the API is not served here, or the group is not created yet
-            return GangSpec(ref, seen, seen, constraints)
+            return GangSpec(ref, seen, seen, constraints, size_seen=True)
         try:
             min_member = positive_int(f"PodGroup {key.namespace}/{key.name}",
                                       "spec.minMember", (raw.get("spec") or {}).get(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -354,6 +355,34 @@ def test_a_409_naming_another_node_counts_the_pod_on_that_node() -> None:
     assert len(fill) == 31 and there not in fill
     assert not any(k.startswith(f"{NS}/one-") for k, _ in world.binder.sent)
     assert [k for k, _ in world.binder.sent].count(f"{NS}/solo-0") == 1
+
+
+def test_a_group_sized_by_the_members_seen_is_placed_once_it_stops_growing() -> None:
+    """Regression (soak, issue 20): a Volcano group without the Volcano API is as big as
+    the members seen; placed while its pods were still being created, 4 of 16 were
+    bound as a whole gang and the other 12 could not join them in their required rack."""
+    world = World()
+
+    def member(i: int, age_s: float) -> PodRecord:
+        born = datetime.fromtimestamp(world.clock.time() - age_s, UTC)
+        pod = PodRecord(NS, f"vg-{i}", uid=f"u-vg-{i}", scheduler_name="phalanx",
+                        requests={GPU: 8, "pods": 1},
+                        annotations={"scheduling.k8s.io/group-name": "vg"},
+                        created=born.strftime("%Y-%m-%dT%H:%M:%SZ"), resource_version="1")
+        world.cache.put_pod(pod)
+        return pod
+    for i in range(2):
+        member(i, age_s=1.0)
+    world.cycle()
+    assert world.binder.sent == []  # still arriving: the group may be bigger
+    world.clock.now += 5.0
+    member(2, age_s=0.0)  # a third member: the settle time starts again
+    world.clock.now += 6.0
+    world.cycle()
+    assert world.binder.sent == []
+    world.clock.now += 5.0
+    world.cycle()
+    assert sorted(k for k, _ in world.binder.sent) == [f"{NS}/vg-{i}" for i in range(3)]
 
 
 def test_leadership_lost_mid_bind_stops_binding_and_leaves_the_rest() -> None:

@@ -111,11 +111,15 @@ def usage(pods: Iterable[PodView]) -> dict[str, Counter[str]]:
 def overcommitted(nodes: Mapping[str, NodeView], used: Mapping[str, Counter[str]]
                   ) -> list[str]:
     """'node resource used/allocatable' for every resource a node has given beyond its
-    allocatable (nodes that no longer exist are skipped: their pods are orphans)."""
+    allocatable. Skipped: nodes that no longer exist (their pods are orphans), and nodes
+    that report no allocatable yet: a node deleted and created again under its name
+    (the nodes-deleted fault) holds its old pods until pod GC removes them, and has no
+    status until its kubelet (KWOK) writes one (the 60-minute soak counted 4 such nodes
+    as over-committed, "cpu 16000/0", in the seconds before it did)."""
     found = []
     for name, counts in sorted(used.items()):
         node = nodes.get(name)
-        if node is None:
+        if node is None or not node.allocatable:
             continue
         for resource, value in sorted(counts.items()):
             if value > node.allocatable.get(resource, 0):

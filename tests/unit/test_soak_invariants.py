@@ -51,6 +51,8 @@ def test_over_commit_counts_unfinished_pods_and_skips_gone_nodes():
     assert overcommitted(NODES, usage(pods)) == ["n1 nvidia.com/gpu 12/8"]
     assert overcommitted(NODES, usage([pod("t", "n3"), pod("u", "n3", terminating=True)])) \
         == ["n3 nvidia.com/gpu 16/8"]  # a terminating pod still holds its room
+    reborn = {"n1": NodeView("n1", {}, False, {})}  # created again, no status yet
+    assert overcommitted(reborn, usage([pod("a", "n1")])) == []
 
 
 def test_a_pod_seen_on_another_node_is_a_rebind():

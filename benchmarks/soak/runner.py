@@ -111,6 +111,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     replicas: list[Replica] = []
     view: View | None = None
     faults: Faults | None = None
+    work: Work | None = None
     try:
         kube, node_objects, token = _setup(cluster, args, run)
         replicas = make_replicas(cluster.kubeconfig, token, workdir)
@@ -173,6 +174,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         run.writes = [(t - run.wall0, gang)
                       for t, gang, _ in audit.gang_requests(cluster.audit_log)]
     finally:
+        if work is not None:
+            work.stop()
         if faults is not None:
             faults.heal_all()
         with contextlib.suppress(Exception):

@@ -25,6 +25,13 @@ class Work:
     def __init__(self, kube: KubeClient, run: Run) -> None:
         self.kube, self.run = kube, run
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="soak-work")
+        self.stopped = False
+
+    def stop(self) -> None:
+        """No retry outlives the run: the 60-minute soak's process waited out 300 s of
+        retries against its deleted cluster before it could exit."""
+        self.stopped = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def create(self, objects: list[tuple[str, dict[str, Any]]]) -> None:
         self.pool.submit(self._retried, "create", self._create, objects)
@@ -39,6 +46,8 @@ class Work:
                 action(*args)
                 return
             except Exception as exc:  # whatever a fault does to one attempt: try again
+                if self.stopped:
+                    return
                 if time.monotonic() > deadline:
                     self.run.log(f"{what} failed for good: {exc!r}")
                     return

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 
 from kube.resources import CSI_NODES, PDBS, PVCS, PVS, STORAGE_CLASSES, ObjectRef
 from scheduler.cache import ClusterCache
@@ -46,7 +45,7 @@ from scheduler.collaborators import (
 )
 from scheduler.config import Config
 from scheduler.discovery import Claims, discover
-from scheduler.gang import Gang, GangKey, GangSpec
+from scheduler.gang import Gang, GangKey, GangSpec, creation_epoch
 from scheduler.metrics import SchedulerMetrics
 from scheduler.preemption import (
     PREEMPT_TIMEOUT_S,
@@ -237,7 +236,8 @@ class Scheduler:
         been created for SETTLE_S: placed while its pods were still being created, it was
         a whole gang of 4 and then 4 bound members of 16 whose other 12 could not join
         them in their required rack (found by the soak, issue 20)."""
-        newest = max((_epoch(p.created) for p in (*gang.pending, *gang.gated)), default=0.0)
+        members = (*gang.pending, *gang.gated)
+        newest = max((creation_epoch(p.created) or 0.0 for p in members), default=0.0)
         return self.clock.time() - newest < SETTLE_S
 
     def _worth_solving(self, gang: Gang, record: GangRecord) -> bool:
@@ -679,14 +679,6 @@ class Scheduler:
                 self.cluster.hold(str(key), (), 0.0)  # gone: nothing will use its room
             elif now - record.gone_since > RETAIN_S:
                 del self.records[key]
-
-
-def _epoch(stamp: str) -> float:
-    """An RFC 3339 creationTimestamp in seconds (0 when absent or unreadable: old)."""
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def _with_running(previous: object, replacement: Placement) -> Placement:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import NamedTuple
 
@@ -170,3 +171,12 @@ class Gang:
             for gate in pod.scheduling_gates:
                 counts[gate] = counts.get(gate, 0) + 1
         return counts
+
+
+def creation_epoch(stamp: str) -> float | None:
+    """An RFC 3339 creationTimestamp ("2026-12-04T20:44:10Z") in seconds since the epoch;
+    None when absent or unreadable. The one parser of the API server's timestamps."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

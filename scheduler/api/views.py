@@ -29,7 +29,7 @@ from scheduler.api.models import (
     Topology,
     VictimSetOut,
 )
-from scheduler.gang import GangKey
+from scheduler.gang import GangKey, creation_epoch
 from scheduler.metrics import SchedulerMetrics
 from scheduler.state import GangPhase, GangRecord
 from solver.explain import DomainRoom
@@ -58,11 +58,8 @@ class ExplainSource(Protocol):
 
 
 def _age(created: str) -> float | None:
-    try:
-        when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return round(time.time() - when.timestamp(), 1)
+    when = creation_epoch(created)
+    return None if when is None else round(time.time() - when, 1)
 
 
 def _iso(epoch: float) -> str:

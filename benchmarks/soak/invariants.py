@@ -24,10 +24,13 @@ GRACE_S after it heals: binding is impossible then, for any scheduler.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from topology.presets import AWS_LAYER
 from topology.quantity import parse_quantity
@@ -146,45 +149,77 @@ def domain(node: NodeView, level: str) -> tuple[str, ...]:
     return tuple(node.labels.get(key, f"<unlabelled:{node.name}>") for key in LEVELS[:depth])
 
 
-def slots(node: NodeView, used: Counter[str] | None, requests: Mapping[str, int]) -> int:
-    if not node.schedulable:
-        return 0
-    room = None
-    for resource, asked in requests.items():
-        if asked <= 0:
-            continue
-        free = node.allocatable.get(resource, 0) - (used or Counter()).get(resource, 0)
-        room = free // asked if room is None else min(room, free // asked)
-    return max(0, room or 0)
+class Room:
+    """The free room of every node at one moment, as arrays, so that each waiting gang's
+    fit is a few vector operations rather than a Python loop over the nodes (the
+    60-minute soak's judge, looping, fell behind its watch at ~60 waiting gangs on
+    2,000 nodes). One Room serves every check of a second."""
+
+    def __init__(self, nodes: Mapping[str, NodeView], used: Mapping[str, Counter[str]]
+                 ) -> None:
+        views = list(nodes.values())
+        self.index = {node.name: i for i, node in enumerate(views)}
+        empty: Counter[str] = Counter()
+        self.free = np.array(
+            [[node.allocatable.get(r, 0) - used.get(node.name, empty).get(r, 0)
+              for r in RESOURCES] for node in views], dtype=np.int64).reshape(-1, len(RESOURCES))
+        self.schedulable = np.array([node.schedulable for node in views], dtype=bool)
+        self.codes: dict[str, np.ndarray] = {}
+        """Per level: each node's domain there as a small integer."""
+        for level in LEVELS:
+            seen: dict[tuple[str, ...], int] = {}
+            self.codes[level] = np.array(
+                [seen.setdefault(domain(node, level), len(seen)) for node in views],
+                dtype=np.int64)
+        self.labels = {key: np.array([node.labels.get(key, "") for node in views], dtype=object)
+                       for key in LEVELS}
+
+    def freed(self, pods: Iterable[PodView]) -> Room:
+        """This room with `pods`' requests given back (as if they had not been bound)."""
+        other = copy.copy(self)
+        other.free = self.free.copy()
+        for pod in pods:
+            i = self.index.get(pod.node) if pod.node and pod.active else None
+            if i is not None:
+                other.free[i] += [pod.requests.get(r, 0) for r in RESOURCES]
+        return other
+
+    def slots(self, requests: Mapping[str, int]) -> np.ndarray:
+        """How many pods asking `requests` each node can still take."""
+        asked = np.array([requests.get(r, 0) for r in RESOURCES], dtype=np.int64)
+        wanted = asked > 0
+        if not wanted.any() or not len(self.free):
+            return np.zeros(len(self.free), dtype=np.int64)
+        per = (self.free[:, wanted] // asked[wanted]).min(axis=1)
+        return np.where(self.schedulable, np.maximum(per, 0), 0)
+
+    def fits(self, need: Need) -> bool:
+        """Whether `need` fits: exact for one pod shape (per-node slots), one required
+        level (some domain holds it all) and uniform slices (the domain holds enough
+        whole slices)."""
+        if need.count <= 0:
+            return True
+        room = self.slots(need.requests)
+        for key, value in (need.within or {}).items():
+            labels = self.labels.get(key)
+            room = np.where(labels == value, room, 0) if labels is not None else room * 0
+        top = self.codes[need.required] if need.required else np.zeros(len(room), np.int64)
+        per_domain = np.bincount(top, weights=room, minlength=1)
+        holding = per_domain >= need.count
+        if not need.slice_level or not holding.any():
+            return bool(holding.any())
+        inner = self.codes[need.slice_level]
+        pair = top * (int(inner.max()) + 1) + inner
+        pairs, which = np.unique(pair, return_inverse=True)
+        whole = np.bincount(which, weights=room) // need.slice_size
+        per_top = np.bincount(pairs // (int(inner.max()) + 1), weights=whole,
+                              minlength=len(per_domain))
+        return bool((holding & (per_top * need.slice_size >= need.count)).any())
 
 
 def fits(need: Need, nodes: Mapping[str, NodeView], used: Mapping[str, Counter[str]]) -> bool:
-    """Whether `need` fits the free room now: exact for one pod shape (per-node slots),
-    one required level (some domain holds it all) and uniform slices (every slice's
-    domain holds whole slices)."""
-    if need.count <= 0:
-        return True
-    per_domain: Counter[tuple[str, ...]] = Counter()
-    per_slice_domain: dict[tuple[str, ...], Counter[tuple[str, ...]]] = {}
-    for node in nodes.values():
-        if need.within and any(node.labels.get(k) != v for k, v in need.within.items()):
-            continue
-        room = slots(node, used.get(node.name), need.requests)
-        if not room:
-            continue
-        top = domain(node, need.required) if need.required else ()
-        per_domain[top] += room
-        if need.slice_level:
-            per_slice_domain.setdefault(top, Counter())[domain(node, need.slice_level)] += room
-    for top, room in per_domain.items():
-        if room < need.count:
-            continue
-        if not need.slice_level:
-            return True
-        whole = sum(r // need.slice_size for r in per_slice_domain[top].values())
-        if whole * need.slice_size >= need.count:
-            return True
-    return False
+    """Whether `need` fits the free room now (`Room.fits`, for one check)."""
+    return Room(nodes, used).fits(need)
 
 
 class FaultClock:
@@ -291,24 +326,25 @@ def advance(state: GangState, got: Members, fit: bool, wall: float, clock: float
     return broken
 
 
-def inversions(started: Iterable[tuple[GangState, set[str]]],
-               waiting: Iterable[tuple[GangState, Need]], nodes: Mapping[str, NodeView],
-               pods: list[PodView], clock: float) -> list[str]:
-    """Gangs that first bound this second (with their pods' uids) against higher-priority
+def inversions(started: Iterable[tuple[GangState, list[PodView]]],
+               waiting: Iterable[tuple[GangState, Need]], room: Room, clock: float
+               ) -> list[str]:
+    """Gangs that first bound this second (with their bound pods) against higher-priority
     gangs that had fitted for PRIORITY_GRACE_S: if the higher one no longer fits, but
     would without the lower one's pods, the lower one took its room."""
     broken = []
-    used = usage(pods)
-    for low, uids in started:
+    waiting = list(waiting)
+    for low, pods in started:
+        without: Room | None = None
         for high, need in waiting:
             if high.priority <= low.priority or high.fitting_since is None:
                 continue
             if clock - high.fitting_since < PRIORITY_GRACE_S:
                 continue
-            if fits(need, nodes, used):
+            if room.fits(need):
                 continue
-            without = usage(p for p in pods if p.uid not in uids)
-            if fits(need, nodes, without):
+            without = without or room.freed(pods)
+            if without.fits(need):
                 broken.append(f"gang {low.name} (priority {low.priority}) took the room of "
                               f"gang {high.name} (priority {high.priority}), which had fitted "
                               f"for {clock - high.fitting_since:.0f} fault-free s")

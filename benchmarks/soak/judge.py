@@ -3,8 +3,6 @@ invariants.py's checks wired to the run's gangs and clocks."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from benchmarks.soak import invariants
 from benchmarks.soak.invariants import (
     BindLedger,
@@ -13,10 +11,12 @@ from benchmarks.soak.invariants import (
     Need,
     NodeView,
     PodView,
+    Room,
     fits,
     members,
     usage,
 )
+from benchmarks.soak.observer import Moment
 from benchmarks.soak.state import Run, Tracked
 from benchmarks.soak.workload import CONTROLLED, GANG_LABEL
 from kube import KubeClient
@@ -52,7 +52,11 @@ class Judge:
     """The per-second checks over the view. A watch can run behind the API server (on a
     loaded machine: tens of seconds), so what the view says broke is confirmed against a
     fresh list before it counts; what the fresh list does not confirm restarts its clock
-    and is counted in `unconfirmed`."""
+    and is counted in `unconfirmed`. While the view is more than LAG_LIMIT_S old (the
+    beacon, observer.View.lag_s) nothing is judged and the fault-free clock stands still;
+    those seconds are counted in `unjudged_s`."""
+
+    LAG_LIMIT_S = 10.0
 
     def __init__(self, run: Run, kube: KubeClient) -> None:
         self.run, self.kube = run, kube
@@ -61,6 +65,9 @@ class Judge:
         self.last_clock = 0.0
         self.seen_over: set[str] = set()
         self.unconfirmed = 0
+        self.unjudged_s = 0.0
+        self.last_wall: float | None = None
+        self.fault_grace_until = 0.0
 
     def _fresh(self) -> list[PodView] | None:
         try:
@@ -69,16 +76,30 @@ class Judge:
             return None
         return [PodView.from_api(p, GANG_LABEL) for p in items]
 
-    def tick(self, pods_raw: list[dict[str, Any]], nodes_raw: list[dict[str, Any]],
-             blocking: bool) -> tuple[int, int, int]:
+    def pause(self, blocking: bool) -> None:
+        """A second the view cannot be judged (resyncing, or too far behind). It counts
+        as unjudged unless a blocking fault or its grace explains it (a restarted
+        apiserver's watches re-list then)."""
         wall = self.run.t()
+        self._note_fault(wall, blocking)
+        if self.last_wall is not None and wall >= self.fault_grace_until:
+            self.unjudged_s += wall - max(self.last_wall, self.fault_grace_until)
+        self.last_wall = wall
+        self.clock.tick(wall, True)
+
+    def _note_fault(self, wall: float, blocking: bool) -> None:
+        if blocking:
+            self.fault_grace_until = wall + invariants.GRACE_S
+
+    def tick(self, moment: Moment, blocking: bool) -> tuple[int, int, int]:
+        wall = self.run.t()
+        self._note_fault(wall, blocking)
+        self.last_wall = wall
         clock = self.clock.tick(wall, blocking)
         dt, self.last_clock = clock - self.last_clock, clock
-        nodes = {n["metadata"]["name"]: NodeView.from_api(n) for n in nodes_raw}
-        pods = [PodView.from_api(p, GANG_LABEL) for p in pods_raw]
-        for what in self.ledger.update(pods):
+        nodes, used = moment.nodes, moment.used
+        for what in self.ledger.update(moment.changed):
             self.run.violation(what)
-        used = usage(pods)
         fresh: list[PodView] | None = None
         over = [w for w in invariants.overcommitted(nodes, used)
                 if w.split()[0] not in self.seen_over]
@@ -91,29 +112,29 @@ class Judge:
                     self.run.violation(f"over-committed: {what}")
             self.unconfirmed += len({w.split()[0] for w in over}
                                     - {w.split()[0] for w in confirmed})
-        by_gang = _by_gang(pods)
-        started: list[tuple[GangState, set[str]]] = []
+        room = Room(nodes, used)
+        started: list[tuple[GangState, list[PodView]]] = []
         candidates: list[tuple[GangState, Need]] = []
         observed = []
         waiting = bound = pending = 0
         for name, tracked in self.run.gangs.items():
             if tracked.gang.deleted_at is not None:
                 continue
-            own = by_gang.get(name, [])
+            own = moment.gangs.get(name, [])
             got = members(own)
             need = _need(tracked, got, own, nodes) if got.pending else None
             state = tracked.state
             if got.bound and state.first_bound is None:
-                started.append((state, {p.uid for p in own if p.node}))
+                started.append((state, [p for p in own if p.node]))
             if need is not None and got.bound == 0 and state.complete is None:
                 candidates.append((state, need))
             observed.append((tracked, got, need))
             pending += got.pending
-        for what in invariants.inversions(started, candidates, nodes, pods, clock):
+        for what in invariants.inversions(started, candidates, room, clock):
             self.run.violation(what)
         suspects: list[tuple[Tracked, str]] = []
         for tracked, got, need in observed:
-            fit = need is not None and fits(need, nodes, used)
+            fit = need is not None and room.fits(need)
             for what in invariants.advance(tracked.state, got, fit, wall, clock, dt):
                 suspects.append((tracked, what))
             if tracked.state.complete is None:

@@ -16,6 +16,11 @@ from benchmarks.soak.timeline import plot
 from localcluster.binaries import REPO
 from localcluster.cluster import LocalCluster
 
+BLOCKING = {kind.kind for kind in FAULT_KINDS if kind.blocking}
+UNJUDGED_SHARE = 0.05
+"""At most this share of the fault-free run may go unjudged (the judge's view resyncing
+or more than Judge.LAG_LIMIT_S behind outside a blocking fault's grace): beyond it, the
+run has not shown its invariants held, and says so as a violation."""
 RSS_WARMUP_S = 300.0
 RSS_JUDGED_FROM_S = 1200.0
 """Runs shorter than this report RSS but do not judge it: measured on 3-minute runs, a
@@ -65,6 +70,13 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         if count > bound:
             run.violations.append((-1.0, f"gang {name}: {count:.0f} scheduler requests in one "
                                          f"minute of waiting (bound {bound})"))
+    fault_free = max(1.0, run_s - sum(min(end, run_s) - start
+                                       for start, end, kind, _ in run.faults
+                                       if kind in BLOCKING and start < run_s))
+    if run.unjudged_s > UNJUDGED_SHARE * fault_free:
+        run.violations.append((-1.0, f"the judge's view lagged: {run.unjudged_s:.0f} s of "
+                                     f"{fault_free:.0f} fault-free s not judged"))
+    lags = sorted(run.view_lags)
     ttb = sorted(tr.state.complete - tr.gang.created_at for tr in run.gangs.values()
                  if tr.state.complete is not None)
     kinds: dict[str, int] = {}
@@ -76,6 +88,7 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
          f"soak: {args.minutes:g} min, seed {args.seed}, {args.nodes} nodes")
     return {
         "benchmark": "soak", "minutes": args.minutes, "seed": args.seed, "nodes": args.nodes,
+        "stopped_early_at_s": round(run.stopped_at, 1) if run.stopped_at is not None else None,
         "violations": [{"t_s": t, "what": w} for t, w in run.violations] or 0,
         "faults": dict(sorted(kinds.items())),
         "fault_kinds_missing": sorted({k.kind for k in FAULT_KINDS} - set(kinds)),
@@ -97,6 +110,10 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
                               for name, rows in rss.items() if rows},
         "scheduler_requests_attributed": len(run.writes),
         "suspicions_not_confirmed_by_fresh_list": run.unconfirmed,
+        "view_lag_p50_s": round(statistics.median(lags), 2) if lags else None,
+        "view_lag_p95_s": round(lags[max(0, int(len(lags) * 0.95) - 1)], 2) if lags else None,
+        "view_lag_max_s": round(lags[-1], 2) if lags else None,
+        "unjudged_s": round(run.unjudged_s, 1),
         "t_s": invariants.T_S,
         "plot": str(plot_path),
         "cluster": cluster.name,

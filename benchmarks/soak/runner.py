@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,7 @@ def _served(kube: KubeClient) -> bool:
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     run = Run(args)
+    _stop_on_signal(run)
     rng = random.Random(args.seed)
     stream = Stream(args.seed, args.nodes, args.minutes * 60.0)
     run_s = args.minutes * 60.0
@@ -138,7 +140,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 f"every {gang_every:.1f}s on average, {len(faults.plan)} faults planned")
         last_tick = run.t()
         end = run_s + invariants.GRACE_S + 5
-        while run.t() < end:
+        while run.t() < end and run.stopped_at is None:
             now = run.t()
             arriving = now < run_s
             while arriving and next_gang <= now:
@@ -160,17 +162,18 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             elif faults.active or faults.busy is not None:
                 faults.heal_all()
             _watch_replicas(run, replicas)
-            if view.current:
-                pods_raw, nodes_raw = view.snapshot()
-                counts = judge.tick(pods_raw, nodes_raw, faults.blocking)
+            if view.current and view.lag_s() <= judge.LAG_LIMIT_S:
+                counts = judge.tick(view.moment(), faults.blocking)
                 run.timeline.append((round(now, 1), *counts))
             else:
-                judge.clock.tick(run.t(), True)
+                judge.pause(faults.blocking)
             last_tick += TICK_S
             time.sleep(max(0.0, last_tick - run.t()))
         faults.heal_all()
         final_checks(run, kube, judge)
         run.unconfirmed = judge.unconfirmed
+        run.unjudged_s = judge.unjudged_s
+        run.view_lags = list(view.lags)
         run.writes = [(t - run.wall0, gang)
                       for t, gang, _ in audit.gang_requests(cluster.audit_log)]
     finally:
@@ -210,6 +213,22 @@ def _watch_replicas(run: Run, replicas: list[Replica]) -> None:
                 life.led_at = now
 
 
+def _stop_on_signal(run: Run) -> None:
+    """SIGTERM or SIGINT ends the loop at its next second, and the run cleans up as at its
+    end: faults healed, replicas (in sessions of their own, so no signal to this group
+    reaches them) stopped, the cluster taken down. A flag, not an exception: an
+    exception raised wherever the main thread happens to be can be caught on its way
+    (the first try left replicas and cluster running). A second signal raises
+    KeyboardInterrupt: the `finally` still runs."""
+    def stop(signum: int, _frame: object) -> None:
+        if run.stopped_at is not None:  # a second signal: stop now, whatever is left
+            raise KeyboardInterrupt
+        run.stopped_at = run.t()
+        run.log(f"{signal.Signals(signum).name}: stopping, cleaning up")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in result.items():  # the table for people, on stderr
         print(f"{key:<{width}}  {value}", file=sys.stderr)
     print(json.dumps(result), flush=True)  # the last line of stdout, for scripts
-    return 0 if result["violations"] == 0 else 1
+    return 0 if result["violations"] == 0 and result["stopped_early_at_s"] is None else 1
 
 
 if __name__ == "__main__":

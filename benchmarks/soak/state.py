@@ -39,6 +39,12 @@ class Run:
     unconfirmed: int = 0
     """What the watched view suggested broke but a fresh list did not show (a lagging
     watch); counted, not a violation."""
+    stopped_at: float | None = None
+    """When a signal stopped the run before its end (its result covers only so far)."""
+    unjudged_s: float = 0.0
+    """Seconds the judge paused: its view resyncing or more than LAG_LIMIT_S behind."""
+    view_lags: list[float] = field(default_factory=list)
+    """The judge's view's age at each beacon seen (observer.View)."""
     skipped: list[str] = field(default_factory=list)
     """Planned faults postponed past the fault window (blocking ones queue up)."""
     writes: list[tuple[float, str]] = field(default_factory=list)

@@ -17,17 +17,24 @@ SEED = 1
 NODES = 400  # 2,000 KWOK nodes take ~55 s to turn Ready on 2 cores; 400 take ~15 s
 
 
-@pytest.mark.timeout(540)
+@pytest.mark.timeout(600)
 def test_three_minute_soak_holds_every_invariant(tmp_path):
-    done = subprocess.run(
+    soak = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.soak", "--minutes", "3", "--seed", str(SEED),
          "--nodes", str(NODES), "--workdir", str(tmp_path),
          "--plot", str(tmp_path / "soak.png")],
-        cwd=REPO, capture_output=True, text=True, timeout=520)
-    print(done.stderr[-6000:])
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = soak.communicate(timeout=500)
+    except subprocess.TimeoutExpired:
+        # SIGTERM lets the soak heal its faults and take its replicas and cluster down.
+        soak.terminate()
+        stdout, stderr = soak.communicate(timeout=90)
+    print(stderr[-6000:])
+    result = json.loads(stdout.strip().splitlines()[-1])
     print(json.dumps(result, indent=1))
+    assert result["stopped_early_at_s"] is None, "the soak overran 500 s"
     assert result["violations"] == 0, result["violations"]
     assert sum(result["faults"].values()) >= 6 and len(result["faults"]) >= 4
     assert result["gangs_bound"] >= 10
-    assert done.returncode == 0
+    assert soak.returncode == 0

@@ -3,8 +3,12 @@ passes what is allowed (benchmarks/soak/invariants.py)."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+import time
+
+from kubernetes import client
 
 from benchmarks.soak import invariants
 from benchmarks.soak.invariants import (
@@ -15,6 +19,7 @@ from benchmarks.soak.invariants import (
     Need,
     NodeView,
     PodView,
+    Room,
     advance,
     fits,
     inversions,
@@ -22,7 +27,10 @@ from benchmarks.soak.invariants import (
     rss_growth,
     usage,
 )
+from benchmarks.soak.observer import BEACON, BEACON_KEY, View
 from benchmarks.soak.proxy import PausableProxy
+from benchmarks.soak.workload import GANG_LABEL, NS
+from kube import KubeClient
 
 L1, L2, L3 = invariants.LEVELS
 GPU = "nvidia.com/gpu"
@@ -113,13 +121,14 @@ def test_a_lower_priority_gang_taking_a_fitting_higher_ones_room_is_an_inversion
     low = GangState("low", size=2, priority=10, created=0.0)
     took = [pod("l1", "n1", gang="low"), pod("l2", "n2", gang="low")]
     need = Need(WHOLE, 2, required=L3)
-    found = inversions([(low, {"l1", "l2"})], [(high, need)], NODES, took, clock=20.0)
+    found = inversions([(low, took)], [(high, need)], Room(NODES, usage(took)), clock=20.0)
     assert len(found) == 1 and "took the room" in found[0]
     # Elsewhere: the higher gang still fits (r2 untouched... n3, n4 are two racks).
     elsewhere = [pod("l1", "n3", gang="low"), pod("l2", "n4", gang="low")]
-    assert inversions([(low, {"l1", "l2"})], [(high, need)], NODES, elsewhere, 20.0) == []
+    assert inversions([(low, elsewhere)], [(high, need)], Room(NODES, usage(elsewhere)),
+                      20.0) == []
     fresh = GangState("high", size=2, priority=100, created=0.0, fitting_since=15.0)
-    assert inversions([(low, {"l1", "l2"})], [(fresh, need)], NODES, took, 20.0) == []
+    assert inversions([(low, took)], [(fresh, need)], Room(NODES, usage(took)), 20.0) == []
 
 
 def test_rss_growth_is_measured_after_warm_up_over_a_long_enough_span():
@@ -165,3 +174,107 @@ def test_the_proxy_forwards_and_a_paused_proxy_holds_bytes_until_resumed():
     finally:
         proxy.stop()
         server.close()
+
+
+def _fits_by_hand(need: Need, nodes: dict[str, NodeView], used: dict) -> bool:
+    """The rule written out node by node: the oracle Room's vector form must agree with."""
+    per_top: dict[tuple[str, ...], int] = {}
+    per_slice: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+    for node in nodes.values():
+        if need.within and any(node.labels.get(k) != v for k, v in need.within.items()):
+            continue
+        if not node.schedulable:
+            continue
+        free = [node.allocatable.get(r, 0) - used.get(node.name, {}).get(r, 0)
+                for r in invariants.RESOURCES]
+        asked = [need.requests.get(r, 0) for r in invariants.RESOURCES]
+        room = max(0, min(f // a for f, a in zip(free, asked, strict=True) if a > 0))
+        top = invariants.domain(node, need.required) if need.required else ()
+        per_top[top] = per_top.get(top, 0) + room
+        if need.slice_level:
+            key = (top, invariants.domain(node, need.slice_level))
+            per_slice[key] = per_slice.get(key, 0) + room
+    for top, room in per_top.items():
+        if room < need.count:
+            continue
+        if not need.slice_level:
+            return True
+        whole = sum(r // need.slice_size for (t, _), r in per_slice.items() if t == top)
+        if whole * need.slice_size >= need.count:
+            return True
+    return need.count <= 0
+
+
+def test_room_agrees_with_the_rule_written_node_by_node():
+    rng = random.Random(7)
+    for _ in range(300):
+        nodes = {}
+        for i in range(rng.randint(0, 40)):
+            nodes[f"n{i}"] = NodeView(
+                f"n{i}", {GPU: 8, "cpu": 64000, "memory": 1 << 30, "pods": 110},
+                rng.random() > 0.1,
+                {L1: f"a{rng.randint(0, 1)}", L2: f"s{rng.randint(0, 3)}",
+                 L3: f"r{rng.randint(0, 7)}"})
+        pods = [pod(f"p{j}", rng.choice([*nodes, ""]) if nodes else "",
+                    gpus=rng.choice([1, 2, 4, 8]), active=rng.random() > 0.1)
+                for j in range(rng.randint(0, 60))]
+        used = usage(pods)
+        room = Room(nodes, used)
+        level = rng.choice([None, L1, L2, L3])
+        inner = rng.choice([None, L2, L3])
+        within = None
+        if nodes and rng.random() < 0.2:
+            some = rng.choice(list(nodes.values()))
+            within = {k: some.labels[k] for k in (L1, L2)}
+        need = Need({GPU: rng.choice([1, 2, 8]), "cpu": 8000, "pods": 1},
+                    rng.randint(0, 24), level, inner, rng.choice([2, 4]) if inner else 0,
+                    within)
+        assert room.fits(need) == _fits_by_hand(need, nodes, used), (need, len(nodes))
+        freed = room.freed(pods[:5])
+        assert freed.fits(need) == _fits_by_hand(need, nodes, usage(pods[5:])), need
+
+
+def _api_pod(uid: str, node_name: str = "", gang: str = "g", phase: str = "Pending",
+             gpus: int = 8) -> dict:
+    return {"metadata": {"uid": uid, "name": uid, "namespace": "soak",
+                         "labels": {GANG_LABEL: gang}},
+            "spec": {"nodeName": node_name, "containers": [
+                {"name": "c", "resources": {"requests": {GPU: str(gpus)}}}]},
+            "status": {"phase": phase}}
+
+
+def test_the_view_keeps_usage_and_gangs_as_pods_change():
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:6443"
+    view = View(KubeClient(configuration))
+    view._replace_pods([_api_pod("a", "n1"), _api_pod("b")])
+    view._pod_event("MODIFIED", _api_pod("b", "n1", gpus=8))
+    view._pod_event("ADDED", _api_pod("c", "n2", gang="h", gpus=4))
+    moment = view.moment()
+    assert moment.used["n1"][GPU] == 16 and moment.used["n2"][GPU] == 4
+    assert sorted(p.uid for p in moment.gangs["g"]) == ["a", "b"]
+    assert [p.uid for p in moment.changed] == ["a", "b", "b", "c"]
+    view._pod_event("MODIFIED", _api_pod("a", "n1", phase="Succeeded"))  # room given back
+    view._pod_event("DELETED", _api_pod("c", "n2", gang="h", gpus=4))
+    moment = view.moment()
+    assert moment.used == {"n1": {GPU: 8, "pods": 1}} and "h" not in moment.gangs
+    assert [p.uid for p in moment.changed] == ["a"]
+    # The same as parsing everything again: what the first judge did each second.
+    everything = [PodView.from_api(p, GANG_LABEL) for p in (
+        _api_pod("a", "n1", phase="Succeeded"), _api_pod("b", "n1"))]
+    assert moment.used == usage(everything)
+
+
+def test_the_beacon_measures_how_far_behind_the_view_is():
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:6443"
+    view = View(KubeClient(configuration))
+    assert view.lag_s() == 0.0
+    written = round(time.monotonic() - 3.0, 3)  # as the writer rounds what it writes
+    view.written.extend([written, written + 1.0])
+    assert view.lag_s() >= 2.99
+    beacon = {"metadata": {"uid": "b", "name": BEACON, "namespace": NS,
+                           "annotations": {BEACON_KEY: f"{written:.3f}"}}}
+    view._pod_event("MODIFIED", beacon)
+    assert len(view.lags) == 1 and view.lags[0] >= 2.99
+    assert 1.5 < view.lag_s() < 3.0  # the second write is still out

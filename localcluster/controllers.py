@@ -28,6 +28,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -359,15 +360,51 @@ def _mount_secret(kube: KubeClient, spec: ControllerSpec, running: RunningContro
                                   f"{running.tail()}")
         data = kube.get(SECRETS.path(spec.namespace, spec.secret)).get("data") or {}
         if {"tls.crt", "tls.key", "ca.crt"} <= set(data):
-            folder = Path(spec.cert_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, value in data.items():
-                (folder / name).write_bytes(base64.b64decode(value))
+            _write_secret_files(Path(spec.cert_dir), data)
+            threading.Thread(target=_keep_mounted, args=(kube, spec, running),
+                             name=f"{spec.name}-secret-volume", daemon=True).start()
             return
         time.sleep(0.25)
     raise ControllerError(f"{spec.name}: its certificate Secret {spec.namespace}/"
                           f"{spec.secret} was not filled within {timeout:.0f}s:\n"
                           f"{running.tail()}")
+
+
+SECRET_SYNC_S = 10.0
+"""How often a mounted Secret's files follow the Secret (a kubelet: its sync period plus
+its cache's TTL, about a minute by default; shorter here so a test sees it)."""
+
+
+def _keep_mounted(kube: KubeClient, spec: ControllerSpec, running: RunningController) -> None:
+    """Keeps the files of the controller's certificate Secret current while it runs, as
+    a kubelet updates a Secret volume. The training-operator's rotation issues a new CA
+    and certificate whenever it finds the Secret's invalid (after an apiserver restart
+    the 60-minute soak saw it do so) and puts the new CA in its webhooks' caBundle at
+    once; served from files copied once, its webhooks then failed every TLS handshake
+    (`tls: bad certificate`) until the end of the run."""
+    folder = Path(spec.cert_dir)
+    while running.process.poll() is None:
+        time.sleep(SECRET_SYNC_S)
+        try:
+            data = kube.get(SECRETS.path(spec.namespace, spec.secret)).get("data") or {}
+        except Exception:  # the apiserver is restarting: try at the next sync
+            continue
+        if {"tls.crt", "tls.key", "ca.crt"} <= set(data):
+            _write_secret_files(folder, data)
+
+
+def _write_secret_files(folder: Path, data: dict[str, str]) -> None:
+    """Each key's decoded value as a file, replaced only when it changed and atomically
+    (a rename), so a reader sees the old file or the new one, never half of one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in data.items():
+        content = base64.b64decode(value)
+        target = folder / name
+        if target.exists() and target.read_bytes() == content:
+            continue
+        partial = folder / f".{name}.new"
+        partial.write_bytes(content)
+        partial.replace(target)
 
 
 def _replace_webhooks(kube: KubeClient, docs: list[dict[str, Any]]) -> None:

@@ -12,8 +12,15 @@ from collections import defaultdict
 import httpx
 import pytest
 
-from kube import api_path
-from kube.resources import JOBSETS, LEADER_WORKER_SETS, NATIVE_POD_GROUPS, TRAINING_JOBS
+from kube import ApiError, api_path
+from kube.resources import (
+    JOBSETS,
+    LEADER_WORKER_SETS,
+    NATIVE_POD_GROUPS,
+    SECRETS,
+    TRAINING_JOBS,
+)
+from localcluster.bulk import ensure_namespace
 from tests.integration.helpers import (
     NS,
     POOL,
@@ -216,6 +223,35 @@ def test_pytorchjob_is_one_gang_in_one_rack(kube, phalanx, workload_controllers)
                        timeout=10).json()
     master = next(a for a in detail["pods"] if a["pod"] == "pt-master-0")
     assert master["rank"] == 0
+
+
+def test_training_operator_webhooks_follow_its_certificate_rotation(kube, workload_controllers):
+    """Its rotation issues a new CA and certificate whenever it finds its Secret's invalid
+    and puts the CA in the webhooks at once: the served files must follow the Secret, as
+    a kubelet's Secret volume does (the 60-minute soak's PyTorchJobs failed `tls: bad
+    certificate` from an apiserver restart on, when they were copied once)."""
+    ensure_namespace(kube, NS)
+    secret = SECRETS.path("kubeflow", "training-operator-webhook-cert")
+    before = kube.get(secret)["data"]["ca.crt"]
+    kube.call("PATCH", secret, body={"data": None},
+              content_type="application/merge-patch+json")
+    wait_until(lambda: (kube.get(secret).get("data") or {}).get("ca.crt") not in (None, before),
+               60, "the rotation to issue a new CA")
+    jobs = TRAINING_JOBS["PyTorchJob"]
+    refused: list[ApiError] = []
+
+    def created() -> bool:
+        try:
+            kube.create(jobs.path(NS), pytorchjob("pt-rotated", "pool-none", workers=1))
+            return True
+        except ApiError as exc:  # the webhook call failed (its TLS) until the files follow
+            refused.append(exc)
+            return False
+    try:
+        wait_until(created, 60, "a PyTorchJob admitted through the rotated webhooks")
+    except TimeoutError as exc:
+        raise AssertionError(f"still refused: {refused[-1]}") from exc
+    kube.delete(jobs.path(NS, "pt-rotated"))
 
 
 # -- Kubernetes' own PodGroup --------------------------------------------------------------

@@ -41,6 +41,8 @@ class Moment:
     gangs: dict[str, list[PodView]]
     changed: list[PodView]
     """Pods added or modified since the previous moment (for the rebind ledger)."""
+    pods: int
+    """Pods the API server holds (what every scheduler's cache follows)."""
 
 
 class View:
@@ -191,4 +193,4 @@ class View:
             return Moment(dict(self.nodes),
                           {name: Counter(counts) for name, counts in self.used.items()},
                           {gang: list(pods.values()) for gang, pods in self.gangs.items()},
-                          changed)
+                          changed, len(self.pods))

@@ -3,8 +3,10 @@ and the timeline plot."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,11 @@ from localcluster.binaries import REPO
 from localcluster.cluster import LocalCluster
 
 BLOCKING = {kind.kind for kind in FAULT_KINDS if kind.blocking}
+CLUSTER_WARMUP_S = 600.0
+"""The cluster fills from empty during the run's first minutes (arrivals for ~60 % of
+the GPUs, each gang living minutes): a cache that follows it grows with it, which is no
+leak. The pod counts at both ends of the judged window are reported beside the growth,
+so whether the population was flat there can be checked, not assumed."""
 UNJUDGED_SHARE = 0.05
 """At most this share of the fault-free run may go unjudged (the judge's view resyncing
 or more than Judge.LAG_LIMIT_S behind outside a blocking fault's grace): beyond it, the
@@ -29,19 +36,42 @@ restart (the old cache and the new lists alive at once; CPython keeps the high-w
 mark), and in 3 minutes nothing comes after that step to tell a step from growth."""
 
 
-def _incarnation_growth(replicas: list[Replica], run_s: float) -> float | None:
+@dataclass(frozen=True)
+class Growth:
+    """One scheduler process's RSS growth after its warm-up, with the cluster's pod count
+    at both ends of that window (a cache follows the pods: growth with a growing
+    population is not a leak, growth at a flat one would be)."""
+
+    process: str
+    growth: float
+    rss_mib: tuple[int, int]
+    pods: tuple[int | None, int | None]
+
+
+def _pods_at(population: list[tuple[float, int]], t: float) -> int | None:
+    before = [count for when, count in population if when <= t]
+    return before[-1] if before else None
+
+
+def _incarnation_growth(run: Run, replicas: list[Replica]) -> Growth | None:
     """The largest RSS growth of any scheduler process after its warm-up (its first
-    RSS_WARMUP_S after it first led: the cache fills as the cluster does, the first
-    re-lists happen), over at least as long again; None when no process lived that
-    long."""
-    growths = []
+    RSS_WARMUP_S after it first led: its cache fills, the first re-lists happen; and the
+    run's first CLUSTER_WARMUP_S, while the cluster fills), over at least RSS_WARMUP_S;
+    None when no process lived that long."""
+    worst: Growth | None = None
     for replica in replicas:
-        for life in replica.history:
-            begin = (life.led_at or life.started) + RSS_WARMUP_S
+        for i, life in enumerate(replica.history):
+            begin = max((life.led_at or life.started) + RSS_WARMUP_S,
+                        run.start + CLUSTER_WARMUP_S)
             growth = invariants.rss_growth(life.rss, begin, RSS_WARMUP_S)
-            if growth is not None:
-                growths.append(growth)
-    return max(growths) if growths else None
+            if growth is None or (worst is not None and growth <= worst.growth):
+                continue
+            window = [(t, kib) for t, kib in life.rss if t >= begin]
+            worst = Growth(f"replica{replica.index}-{i}", growth,
+                           (round(window[0][1] / 1024), round(window[-1][1] / 1024)),
+                           (_pods_at(run.population, window[0][0] - run.start),
+                            _pods_at(run.population, window[-1][0] - run.start)))
+    return worst
 
 
 def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s: float
@@ -49,16 +79,21 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
     args = run.args
     rss = {f"replica{r.index}-{i}": [(round(t - run.start, 1), kib) for t, kib in life.rss]
            for r in replicas for i, life in enumerate(r.history)}
-    (Path(args.workdir) / "rss.json").write_text(json.dumps(rss))
+    (Path(args.workdir) / "rss.json").write_text(json.dumps(
+        {"rss_kib": rss, "pods": run.population}))
     for replica in replicas:
         for life in replica.history:
             for line in tracebacks(life.log):
                 run.violations.append((-1.0, f"replica {replica.index} log {life.log.name}: "
                                              f"unhandled exception: {line}"))
-    growth = _incarnation_growth(replicas, run_s)
+    grew = _incarnation_growth(run, replicas)
+    growth = grew.growth if grew is not None else None
     judged = run_s >= RSS_JUDGED_FROM_S
-    if judged and growth is not None and growth >= 0.10:
-        run.violations.append((-1.0, f"scheduler RSS grew {growth:.1%} after warm-up"))
+    if judged and grew is not None and grew.growth >= 0.10:
+        run.violations.append((-1.0, f"scheduler RSS grew {grew.growth:.1%} after warm-up "
+                                     f"({grew.process}: {grew.rss_mib[0]} -> "
+                                     f"{grew.rss_mib[1]} MiB while the cluster's pods went "
+                                     f"{grew.pods[0]} -> {grew.pods[1]})"))
     # Waiting: from arrival until the first member binds (binding writes a Scheduled Event
     # per pod; a partly bound gang is the all-or-nothing check's business).
     spans = {name: [(tr.gang.created_at, min(t for t in (
@@ -104,6 +139,7 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         if ttb else None,
         "rss_growth": round(growth, 4) if growth is not None else None,
         "rss_judged": judged,
+        "rss_worst": dataclasses.asdict(grew) if grew is not None else None,
         "max_requests_per_waiting_gang_minute": max(worst.values(), default=0.0),
         "scheduler_processes": sum(len(r.history) for r in replicas),
         "scheduler_rss_mib": {name: [round(rows[0][1] / 1024), round(rows[-1][1] / 1024)]

@@ -163,8 +163,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 faults.heal_all()
             _watch_replicas(run, replicas)
             if view.current and view.lag_s() <= judge.LAG_LIMIT_S:
-                counts = judge.tick(view.moment(), faults.blocking)
+                moment = view.moment()
+                counts = judge.tick(moment, faults.blocking)
                 run.timeline.append((round(now, 1), *counts))
+                run.population.append((round(now, 1), moment.pods))
             else:
                 judge.pause(faults.blocking)
             last_tick += TICK_S

@@ -35,6 +35,8 @@ class Run:
     """(start, end, kind, detail) of each fault injected."""
     timeline: list[tuple[float, int, int, int]] = field(default_factory=list)
     """(t, gangs waiting, gangs bound and running, pods pending)."""
+    population: list[tuple[float, int]] = field(default_factory=list)
+    """(t, pods on the cluster): what the schedulers' caches hold, beside their RSS."""
     log_lines: list[str] = field(default_factory=list)
     unconfirmed: int = 0
     """What the watched view suggested broke but a fresh list did not show (a lagging

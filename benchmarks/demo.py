@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from kube.resources import NODES, PODS, SERVICES, STATEFULSETS
 from localcluster.binaries import REPO
 from localcluster.bulk import wait_until
 from localcluster.cluster import LocalCluster
+from localcluster.ports import free_port
 from localcluster.synthnodes import populate
 from scheduler.offline import request_from_workload
 from solver.assign import measure
@@ -38,12 +38,6 @@ from topology.summary import render_table, summarize_levels
 from topology.synthetic import ClusterSpec
 
 EXAMPLE = REPO / "manifests" / "examples" / "training-statefulset.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _snapshot(kube: KubeClient, exclude_app: str | None = None) -> Any:
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         log = Path(tempfile.mkstemp(prefix="phalanx-demo-", suffix=".log")[1])
         scheduler = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig", str(cluster.kubeconfig),
-             "--http-address", f"127.0.0.1:{_free_port()}"],
+             "--http-address", f"127.0.0.1:{free_port()}"],
             stdout=log.open("w"), stderr=subprocess.STDOUT)
         documents = list(yaml.safe_load_all(EXAMPLE.read_text()))
         sts = next(d for d in documents if d["kind"] == "StatefulSet")

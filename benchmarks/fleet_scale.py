@@ -68,7 +68,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -88,6 +87,7 @@ from kube.resources import NODES, PODS, STATEFULSETS
 from localcluster.binaries import REPO
 from localcluster.bulk import create_all, ensure_namespace
 from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster, node_ready
+from localcluster.ports import free_port
 from localcluster.synthnodes import schedulable
 from topology.synthetic import SYNTHETIC_LABEL, ClusterSpec, synth_nodes
 
@@ -388,12 +388,6 @@ class Workload:
     created: float = 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
@@ -522,7 +516,7 @@ class Run:
             return
 
         # Phalanx, ready once its caches hold the fleet.
-        self.explain = f"http://127.0.0.1:{_free_port()}"
+        self.explain = f"http://127.0.0.1:{free_port()}"
         log = open(Path(args.out) / f"fleet-{args.stamp}-phalanx.log", "wb")  # noqa: SIM115
         t0 = time.monotonic()
         self.phalanx = subprocess.Popen(

@@ -41,7 +41,6 @@ import argparse
 import copy
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,7 @@ from kube.resources import (
 from localcluster.binaries import REPO
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
+from localcluster.ports import free_port
 from localcluster.synthnodes import populate, schedulable
 from scheduler.offline import request_from_workload
 from solver.assign import measure
@@ -221,12 +221,6 @@ def _per_thousand(cpu_s: float, binds: int) -> float | None:
     return round(1000 * cpu_s / binds, 3) if binds else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler: str,
               explain: str | None, peer: Peer | None, slice_pods: int = 0,
               pids: list[int] | None = None) -> tuple[GangRun, dict[str, int], GangSpec]:
@@ -290,7 +284,7 @@ def _run_gang(kube: KubeClient, times: PodTimes, name: str, size: int, scheduler
 
 def start_phalanx(cluster: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
     """`phalanx run` on the cluster, ready; and its explain API's URL."""
-    explain = f"http://127.0.0.1:{_free_port()}"
+    explain = f"http://127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
          str(cluster.kubeconfig), "--http-address", explain.removeprefix("http://")],

@@ -47,6 +47,7 @@ from kube.resources import (
     SERVICES,
     VALIDATING_WEBHOOKS,
 )
+from localcluster.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "hack" / "build-controllers.sh"
@@ -94,12 +95,6 @@ def ensure_controllers(names: Iterable[str]) -> Path:
         raise ControllerError(f"{BUILD_SCRIPT.name} {' '.join(names)} failed (exit "
                               f"{done.returncode}):\n{done.stderr[-4000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- certificates ---------------------------------------------------------------------

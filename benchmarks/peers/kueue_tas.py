@@ -68,7 +68,8 @@ from kube.resources import (
     Resource,
 )
 from localcluster.binaries import REPO
-from localcluster.controllers import free_port, load_documents, make_certificates
+from localcluster.controllers import load_documents, make_certificates
+from localcluster.ports import free_port
 from topology.presets import PRESETS
 from topology.quantity import parse_quantity
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from benchmarks.peers import PeerUnavailable
-from localcluster.controllers import free_port
+from localcluster.ports import free_port
 
 if TYPE_CHECKING:
     from localcluster.cluster import LocalCluster

@@ -23,6 +23,7 @@ import yaml
 
 from benchmarks.soak.proxy import PausableProxy
 from benchmarks.soak.workload import SCHEDULER
+from localcluster.ports import free_port
 
 LEASE_NS = "soak-system"
 ACCOUNT = "phalanx"
@@ -31,14 +32,6 @@ CONFIG = f"""
 schedulerName: {SCHEDULER}
 leaderElection: {{enabled: true, namespace: {LEASE_NS}, leaseName: phalanx-soak}}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

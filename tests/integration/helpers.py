@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,17 +10,12 @@ import pytest
 
 from kube import api_path
 from localcluster.bulk import create_all, ensure_namespace, wait_until
+from localcluster.ports import free_port
 from localcluster.synthnodes import schedulable
 from topology.synthetic import ClusterSpec, synth_nodes
 
 NS = "sched-test"
 POOL = "phalanx.dev/test-pool"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_phalanx(kubeconfig, log_path, config: str | None = None) -> subprocess.Popen:
@@ -119,8 +113,6 @@ def pods_of(kube, app: str):
 def events_for(kube, name: str):
     return kube.get(api_path("", "v1", "events", NS),
                     fieldSelector=f"involvedObject.name={name}")["items"]
-
-
 
 
 CRD = "podgroups.scheduling.x-k8s.io"

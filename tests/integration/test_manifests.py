@@ -29,7 +29,8 @@ from kube import ApiError, KubeClient, RetryPolicy, api_path
 from localcluster.binaries import REPO, ensure_binaries
 from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.cluster import DEFAULT_WORKDIR, LocalCluster
-from tests.integration.helpers import POOL, free_port, pool_nodes, stop_process, token_kubeconfig
+from localcluster.ports import free_port
+from tests.integration.helpers import POOL, pool_nodes, stop_process, token_kubeconfig
 
 pytestmark = pytest.mark.integration
 

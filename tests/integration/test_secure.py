@@ -23,9 +23,9 @@ from kube import ApiError, api_path
 from localcluster.binaries import ensure_binaries
 from localcluster.bulk import ensure_namespace, wait_until
 from localcluster.controllers import host_address
+from localcluster.ports import free_port
 from tests.integration.helpers import (
     POOL,
-    free_port,
     pool_nodes,
     stop_process,
     token_kubeconfig,

@@ -222,6 +222,9 @@ class Scheduler:
             return False
         if gang.spec.size_seen and gang.bound == 0 and self._still_arriving(gang):
             record.move(GangPhase.WAITING, self.clock.time())
+            record.waiting_for = (f"members still arriving: its size is the members seen "
+                                  f"({len(gang.pending) + len(gang.gated)}), so it is placed "
+                                  f"once none has been created for {SETTLE_S:.0f} s")
             return False
         if not gang.ready:
             # Members still gated are not placeable; they are named, not counted.

@@ -21,6 +21,7 @@ from kube.resources import (
     ObjectRef,
     Resource,
 )
+from scheduler.api.views import explanation
 from scheduler.cache import ClusterCache
 from scheduler.collaborators import NOT_LEADER, BindResult, Leading
 from scheduler.config import Config
@@ -375,6 +376,9 @@ def test_a_group_sized_by_the_members_seen_is_placed_once_it_stops_growing() -> 
         member(i, age_s=1.0)
     world.cycle()
     assert world.binder.sent == []  # still arriving: the group may be bigger
+    record = next(r for k, r in world.scheduler.records.items() if k.name == "vg")
+    said = explanation(record)
+    assert said.verdict == "waiting" and said.summary.startswith("members still arriving")
     world.clock.now += 5.0
     member(2, age_s=0.0)  # a third member: the settle time starts again
     world.clock.now += 6.0

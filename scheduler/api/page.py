@@ -88,13 +88,18 @@ def headline_resource(snapshot: TopologySnapshot) -> str:
     return extended[0] if extended else CPU
 
 
-def _boxes(snapshot: TopologySnapshot, resource: str) -> tuple[tuple[Box, ...], int]:
+def _free_per_node(snapshot: TopologySnapshot, resource: str) -> np.ndarray:
+    """Each node's free amount of `resource` (none where over-committed or not offered)."""
+    if resource not in snapshot.resources:
+        return np.zeros(len(snapshot.tree.nodes), dtype=np.int64)
+    return np.maximum(snapshot.free[:, snapshot.resources.index(resource)], 0)
+
+
+def _boxes(snapshot: TopologySnapshot, resource: str, free_nodes: np.ndarray
+           ) -> tuple[tuple[Box, ...], int]:
     tree = snapshot.tree
     if not tree.levels or not len(tree.nodes):
         return (), 0
-    column = snapshot.resources.index(resource) if resource in snapshot.resources else -1
-    free_nodes = (np.maximum(snapshot.free[:, column], 0) if column >= 0
-                  else np.zeros(len(tree.nodes), dtype=np.int64))
     total_nodes = tree.allocatable(resource)
     bottom = tree.depth - 1
     leaves_total = tree.domain_count(bottom)
@@ -156,9 +161,10 @@ def map_view(snapshot: TopologySnapshot, records: Iterable[GangRecord], namespac
     rows and footprints but not the filter's choices."""
     visible = sorted(records, key=lambda r: r.key)
     resource = headline_resource(snapshot)
-    boxes, leaves_total = ((), 0) if topology_hidden else _boxes(snapshot, resource)
-    column = snapshot.resources.index(resource) if resource in snapshot.resources else -1
-    free = int(np.maximum(snapshot.free[:, column], 0).sum()) if column >= 0 else 0
+    free_nodes = _free_per_node(snapshot, resource)
+    boxes, leaves_total = ((), 0) if topology_hidden else _boxes(snapshot, resource,
+                                                                 free_nodes)
+    free = int(free_nodes.sum())
     total = int(snapshot.tree.allocatable(resource).sum())
     shown = [r for r in visible if not namespace or r.key.namespace == namespace]
     return MapView(resource=resource, levels=snapshot.levels, boxes=boxes,

@@ -186,10 +186,18 @@ class NodesDeleted(Fault):
         return bool(self.names)
 
     def heal(self) -> None:
+        """The nodes come back as a kubelet registers one: with its capacity and
+        allocatable in the created object (its conditions follow from KWOK). Created
+        without a status, KWOK gave them its default allocatable, with no GPUs, and the
+        old pods pod GC had not yet removed counted as over-committed (60-minute soak,
+        187 s)."""
         for name in self.names:
-            node = {k: v for k, v in self.ctx.nodes[name].items() if k != "status"}
+            original = self.ctx.nodes[name]
+            node = {k: v for k, v in original.items() if k != "status"}
             node["metadata"] = {k: v for k, v in node["metadata"].items()
                                 if k in ("name", "labels", "annotations")}
+            node["status"] = {k: v for k, v in (original.get("status") or {}).items()
+                              if k in ("capacity", "allocatable")}
             for _ in range(60):  # the old object may still be finalising
                 try:
                     self.ctx.kube.create(NODES.path(), node)

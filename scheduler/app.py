@@ -1,9 +1,9 @@
 """`phalanx run`'s wiring: the real collaborators around the cycle, and the loop that
 drives it.
 
-The loop wakes on every cache change (and at least once a second), skips cycles while
-the caches are stale or another instance leads, and runs at once again after a bind
-failure so the gang is repaired next to its bound members. It is also the explain API's
+The loop wakes on every cache change (and at least once a second: a gang whose binds
+failed is retried after its backoff, 1 s at first), skips cycles while the caches are
+stale or another instance leads. It is also the explain API's
 `ExplainSource`: the records, the metrics and the cache's view.
 """
 
@@ -82,8 +82,6 @@ class Runner:
                 self.scheduler.cycle()
             except Exception:  # one bad cycle must not stop the scheduler
                 log.exception("scheduling cycle failed")
-            if self.scheduler.repair_due:
-                self.wake.set()
 
     # -- ExplainSource ----------------------------------------------------------------
     @property

@@ -95,6 +95,13 @@ HOLD_S = 600.0
 """How long room is held for members a gang's controller creates later (JobSet's and
 LeaderWorkerSet's followers, InOrder replicatedJobs): past it, they are placed next to
 their peers when they come, with whatever room is left."""
+BIND_BACKOFF_S = (1.0, 60.0)
+"""First and longest wait before members whose binds failed are bound again: doubled
+each time a retry binds none of them (kube-scheduler backs a pod off 1-10 s; a gang's
+retry is a burst of binds, so it waits up to a minute). Found by the soak (issue 20): a
+ValidatingAdmissionPolicy refusing a third of the nodes had 20 members of a 64-pod gang
+re-bound every 0.2 s, and the racks it needed were given to later gangs meanwhile."""
+BIND_HOLD_MARGIN_S = 5.0
 SETTLE_S = 10.0
 """A group sized by the members seen waits this long after its newest member appeared
 before its first placement (a 512-pod group is created in a few seconds here)."""
@@ -128,14 +135,11 @@ class Scheduler:
         """Each pod's gang claim, kept between cycles while its record is unchanged."""
         self.solver_config = SolverConfig(algorithm=config.algorithm,
                                           time_limit_s=config.solver_time_limit_s)
-        self.repair_due = False
-        """A bind failed this cycle: the next cycle should run at once."""
         self._pruned_at = -1e18
         self._view: VolumeView | None = None
 
     # -- one cycle --------------------------------------------------------------------
     def cycle(self) -> None:
-        self.repair_due = False
         self._view = None
         self._finish_volume_waits()
         pods, assumed = self.cluster.all_pods()
@@ -232,6 +236,8 @@ class Scheduler:
             record.move(GangPhase.GATED if gang.gated and waiting_for_gates
                         else GangPhase.WAITING, self.clock.time())
             return False
+        if record.phase is GangPhase.REPAIRING and self.clock.monotonic() < record.binds_retry_at:
+            return False  # backing off after failed binds; their room is held meanwhile
         return self._worth_solving(gang, record)
 
     def _still_arriving(self, gang: Gang) -> bool:
@@ -323,6 +329,20 @@ class Scheduler:
         if entries:
             log.info("gang=%s decision=hold members=%d until=+%.0fs", gang.key, len(entries),
                      deadline - self.clock.monotonic())
+
+    def _hold_refused(self, gang: Gang, record: GangRecord,
+                      refused: list[tuple[PodRecord, str]]) -> None:
+        """Members whose binds failed keep the room they were given until their retry,
+        beside anything the gang already holds: a gang partly bound must not find its
+        domain given to later gangs while it backs off (its retry may try elsewhere
+        first; the next placement narrows the hold again)."""
+        owner = str(gang.key)
+        held = self.cluster.held(owner)
+        names = {pod.name for pod, _ in refused}
+        kept = tuple(e for e in held.entries if e[0].name not in names) if held else ()
+        deadline = max(held.deadline if held else 0.0,
+                       record.binds_retry_at + BIND_HOLD_MARGIN_S)
+        self.cluster.hold(owner, kept + tuple(refused), deadline)
 
     # -- preemption -------------------------------------------------------------------
     def _preempt(self, gang: Gang, record: GangRecord, request: GangRequest,
@@ -612,9 +632,16 @@ class Scheduler:
         record.bound_pods = gang.bound + len(results) - len(failed)
         record.move(GangPhase.REPAIRING if failed else GangPhase.BOUND, self.clock.time())
         if failed:
-            self.repair_due = True  # the next cycle places them next to the rest
+            first, longest = BIND_BACKOFF_S
+            progress = len(failed) < len(results)
+            record.bind_backoff_s = (first if progress or not record.bind_backoff_s
+                                     else min(longest, 2 * record.bind_backoff_s))
+            record.binds_retry_at = self.clock.monotonic() + record.bind_backoff_s
+            self._hold_refused(gang, record, [(by_key[r.pod], r.node) for r in failed
+                                              if r.pod in by_key and r.node])
         else:
             record.failed_nodes = {}
+            record.bind_backoff_s = 0.0
         self.reporter.report(gang, record, placed(gang, placement, results, bind_s,
                                                   record.held))
 

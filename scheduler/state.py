@@ -105,6 +105,10 @@ class GangRecord:
     """Clock.monotonic() since which none of its pods exists (a finished job)."""
     failed_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
     """pod name -> nodes its bind failed on since the gang was last whole (avoided)."""
+    bind_backoff_s: float = 0.0
+    """The wait after the last failed binds: doubled while a retry binds none."""
+    binds_retry_at: float = -1e18
+    """Clock.monotonic() before which members whose binds failed are not bound again."""
     held: int = 0
     """Members not created yet whose room the gang holds."""
     waiting_for: str = ""

@@ -25,7 +25,7 @@ from scheduler.api.views import explanation
 from scheduler.cache import ClusterCache
 from scheduler.collaborators import NOT_LEADER, BindResult, Leading
 from scheduler.config import Config
-from scheduler.cycle import Scheduler
+from scheduler.cycle import BIND_BACKOFF_S, Scheduler
 from scheduler.gang import GangKey
 from scheduler.metrics import SchedulerMetrics
 from scheduler.state import GangPhase
@@ -292,10 +292,13 @@ def test_failed_bind_is_repaired_next_to_the_bound_members_avoiding_that_node() 
     world.binder.refuse = refuse_once
     world.cycle()
     record = world.record("StatefulSet", "train")
-    assert record.phase is GangPhase.REPAIRING and world.scheduler.repair_due
+    assert record.phase is GangPhase.REPAIRING
     assert len(world.bound("train-")) == 5 and f"{NS}/train-2" not in world.cache.assumed
     assert record.failed_nodes == {"train-2": frozenset(refused)}
     assert "PartiallyBound" in world.recorder.reasons("train")
+    world.cycle()  # within the backoff: not bound again yet
+    assert [key for key, _ in world.binder.sent].count(f"{NS}/train-2") == 1
+    world.clock.now += BIND_BACKOFF_S[0]
     world.cycle()
     placed = world.bound("train-")
     assert len(placed) == 6 and placed["train-2"] != refused[0]
@@ -305,6 +308,47 @@ def test_failed_bind_is_repaired_next_to_the_bound_members_avoiding_that_node() 
     assert record.phase is GangPhase.BOUND and record.result.solver.algorithm == "nearby"
     assert len(record.result.assignments) == 6  # explain still shows every member
     assert [key for key, _ in world.binder.sent].count(f"{NS}/train-0") == 1  # never moved
+
+
+def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> None:
+    """Regression (soak, issue 20): an admission policy refusing binds to some nodes had a
+    64-pod gang's 20 refused members re-bound every 0.2 s, and while it retried, later
+    gangs were given the racks it needed: it stayed partly bound for good."""
+    world = World()
+    world.lookup.put(STATEFULSETS, "train", {"replicas": 4})
+    world.pods("train", 4)
+    refusing = [True]
+    first: list[str] = []
+
+    def refuse(pod: str, node_name: str) -> int | None:
+        if pod == f"{NS}/train-1" and refusing[0]:
+            first.append(node_name)
+            return 422  # a ValidatingAdmissionPolicy said no
+        return None
+    world.binder.refuse = refuse
+    world.cycle()
+    record = world.record("StatefulSet", "train")
+    assert record.phase is GangPhase.REPAIRING and len(world.bound("train-")) == 3
+    # A later gang that needs every free node, the one train-1 was given included, is
+    # not given it while train backs off.
+    world.lookup.put(STATEFULSETS, "later", {"replicas": 29})
+    world.pods("later", 29)
+    world.cycle()
+    assert world.bound("later-") == {}
+    assert world.record("StatefulSet", "later").phase is GangPhase.UNSCHEDULABLE
+    # Still refused: retries come 1, 2, 4, 8, 16, 32 s apart, not every cycle.
+    for _ in range(60):
+        world.clock.now += 1.0
+        world.cycle()
+    attempts = [key for key, _ in world.binder.sent].count(f"{NS}/train-1")
+    assert attempts == 6 and record.bind_backoff_s == 32.0  # at 0, 1, 3, 7, 15, 31 s
+    assert world.bound("later-") == {}  # the room train-1 needs stayed held throughout
+    refusing[0] = False
+    for _ in range(int(record.bind_backoff_s)):  # the loop runs a cycle a second
+        world.clock.now += 1.0
+        world.cycle()
+    assert len(world.bound("train-")) == 4 and record.phase is GangPhase.BOUND
+    assert record.bind_backoff_s == 0.0
 
 
 def test_a_bound_pod_keeps_its_node_however_long_the_watch_lags() -> None:

@@ -68,6 +68,8 @@ class Judge:
         self.unjudged_s = 0.0
         self.last_wall: float | None = None
         self.fault_grace_until = 0.0
+        self.resumed = False
+        """The first tick after a pause: gangs that bound during it are not judged."""
 
     def _fresh(self) -> list[PodView] | None:
         try:
@@ -86,6 +88,12 @@ class Judge:
             self.unjudged_s += wall - max(self.last_wall, self.fault_grace_until)
         self.last_wall = wall
         self.clock.tick(wall, True)
+        # What happened while unjudged is not known: no gang has fitted "without a
+        # break" across it, and gangs that first bound meanwhile are not held to the
+        # priority order (their moment was not seen).
+        for tracked in self.run.gangs.values():
+            tracked.state.fit_clock, tracked.state.fitting_since = 0.0, None
+        self.resumed = True
 
     def _note_fault(self, wall: float, blocking: bool) -> None:
         if blocking:
@@ -130,8 +138,10 @@ class Judge:
                 candidates.append((state, need))
             observed.append((tracked, got, need))
             pending += got.pending
-        for what in invariants.inversions(started, candidates, room, clock):
-            self.run.violation(what)
+        if not self.resumed:
+            for what in invariants.inversions(started, candidates, room, clock):
+                self.run.violation(what)
+        self.resumed = False
         suspects: list[tuple[Tracked, str]] = []
         for tracked, got, need in observed:
             fit = need is not None and room.fits(need)

@@ -94,7 +94,8 @@ class View:
         return all(w.synced.is_set() and not w.failing for w in self.watchers)
 
     def lag_s(self) -> float:
-        """How long the oldest beacon write the watch has not shown yet has been out."""
+        """How long the oldest beacon write the watch has not shown yet has been out
+        (writes that failed included: a view nobody can show to be current is not)."""
         with self.lock:
             return time.monotonic() - self.written[0] if self.written else 0.0
 
@@ -102,14 +103,14 @@ class View:
         path = f"{PODS.path(NS)}/{BEACON}"
         while not self.stopped.wait(BEACON_EVERY_S):
             value = f"{time.monotonic():.3f}"  # what is written is what is compared
-            try:  # one attempt: during a fault the beacon is simply not written
+            with self.lock:  # before the write: its event may arrive before its answer
+                self.written.append(float(value))
+            try:  # one attempt: a failed write stays out until a later one is seen
                 self.kube.call("PATCH", path, body={"metadata": {"annotations": {
                     BEACON_KEY: value}}}, content_type="application/merge-patch+json",
                     retry=NO_RETRY, timeout=5)
             except Exception:  # the apiserver is down or throttled
                 continue
-            with self.lock:
-                self.written.append(float(value))
 
     def _saw_beacon(self, obj: dict[str, Any]) -> None:
         value = ((obj.get("metadata") or {}).get("annotations") or {}).get(BEACON_KEY)

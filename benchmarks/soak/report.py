@@ -105,9 +105,10 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         if count > bound:
             run.violations.append((-1.0, f"gang {name}: {count:.0f} scheduler requests in one "
                                          f"minute of waiting (bound {bound})"))
-    fault_free = max(1.0, run_s - sum(min(end, run_s) - start
-                                       for start, end, kind, _ in run.faults
-                                       if kind in BLOCKING and start < run_s))
+    ran_s = min(run_s, run.stopped_at) if run.stopped_at is not None else run_s
+    fault_free = max(1.0, ran_s - sum(min(end, ran_s) - start
+                                      for start, end, kind, _ in run.faults
+                                      if kind in BLOCKING and start < ran_s))
     if run.unjudged_s > UNJUDGED_SHARE * fault_free:
         run.violations.append((-1.0, f"the judge's view lagged: {run.unjudged_s:.0f} s of "
                                      f"{fault_free:.0f} fault-free s not judged"))

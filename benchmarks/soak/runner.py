@@ -179,6 +179,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         run.writes = [(t - run.wall0, gang)
                       for t, gang, _ in audit.gang_requests(cluster.audit_log)]
     finally:
+        if run.stop_signal:
+            run.log(f"{run.stop_signal}: stopped at {run.stopped_at:.0f}s, cleaning up")
         if work is not None:
             work.stop()
         if faults is not None:
@@ -220,13 +222,12 @@ def _stop_on_signal(run: Run) -> None:
     end: faults healed, replicas (in sessions of their own, so no signal to this group
     reaches them) stopped, the cluster taken down. A flag, not an exception: an
     exception raised wherever the main thread happens to be can be caught on its way
-    (the first try left replicas and cluster running). A second signal raises
-    KeyboardInterrupt: the `finally` still runs."""
+    (the first try left replicas and cluster running), and one raised inside the
+    cleanup would cut it short. Nothing is printed from the handler (a signal landing
+    inside a print to the same stream raises)."""
     def stop(signum: int, _frame: object) -> None:
-        if run.stopped_at is not None:  # a second signal: stop now, whatever is left
-            raise KeyboardInterrupt
-        run.stopped_at = run.t()
-        run.log(f"{signal.Signals(signum).name}: stopping, cleaning up")
+        run.stopped_at = run.t() if run.stopped_at is None else run.stopped_at
+        run.stop_signal = signal.Signals(signum).name  # logged by the loop, not here
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 

@@ -43,6 +43,7 @@ class Run:
     watch); counted, not a violation."""
     stopped_at: float | None = None
     """When a signal stopped the run before its end (its result covers only so far)."""
+    stop_signal: str = ""
     unjudged_s: float = 0.0
     """Seconds the judge paused: its view resyncing or more than LAG_LIMIT_S behind."""
     view_lags: list[float] = field(default_factory=list)

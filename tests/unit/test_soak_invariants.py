@@ -3,6 +3,7 @@ passes what is allowed (benchmarks/soak/invariants.py)."""
 
 from __future__ import annotations
 
+import argparse
 import random
 import socket
 import threading
@@ -27,9 +28,11 @@ from benchmarks.soak.invariants import (
     rss_growth,
     usage,
 )
+from benchmarks.soak.judge import Judge
 from benchmarks.soak.observer import BEACON, BEACON_KEY, View
 from benchmarks.soak.proxy import PausableProxy
-from benchmarks.soak.workload import GANG_LABEL, NS
+from benchmarks.soak.state import Run, Tracked
+from benchmarks.soak.workload import GANG_LABEL, NS, Stream
 from kube import KubeClient
 
 L1, L2, L3 = invariants.LEVELS
@@ -278,3 +281,19 @@ def test_the_beacon_measures_how_far_behind_the_view_is():
     view._pod_event("MODIFIED", beacon)
     assert len(view.lags) == 1 and view.lags[0] >= 2.99
     assert 1.5 < view.lag_s() < 3.0  # the second write is still out
+
+
+def test_a_pause_forgets_how_long_gangs_have_fitted_and_who_started_during_it():
+    """While the judge's view lags nothing is seen: a gang that fitted before a pause has
+    not fitted "without a break" across it, and gangs that bound during it are not
+    judged against the priority order on the first tick after it."""
+    run = Run(argparse.Namespace(minutes=1.0, seed=1, nodes=4))
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:6443"
+    judge = Judge(run, KubeClient(configuration))  # pause() makes no call
+    gang = Stream(1, 40, 60.0).gang()
+    state = GangState(gang.name, size=gang.size, priority=0, created=0.0, fit_clock=40.0,
+                      fitting_since=5.0)
+    run.gangs[gang.name] = Tracked(gang, state)
+    judge.pause(blocking=False)
+    assert state.fit_clock == 0.0 and state.fitting_since is None and judge.resumed

@@ -77,8 +77,15 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
     claimed_by: dict[GangKey, GangSource] = {}
     singles: list[PodRecord] = []
     gang_of: dict[str, GangKey] = {}
+    finished: dict[GangKey, int] = defaultdict(int)
     for pod in pods:
-        if pod.terminal or pod.deleting:
+        if pod.deleting:
+            continue
+        if pod.terminal:
+            if pod.phase == "Succeeded":  # its work is done: it counts, never placed again
+                done, _ = claims.claim(pod, pod.key, sources, objects)
+                if done is not None:
+                    finished[done] += 1
             continue
         pod_key = pod.key  # built once: a million pods pass here every cycle
         placed = bool(pod.node_name) or pod_key in assumed
@@ -98,7 +105,8 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
         waiting = [p for p in group if not p.node_name and p.key not in assumed]
         if not waiting:
             continue  # all placed: nothing to do this cycle
-        gangs.append(_gang(key, group, waiting, assumed, claimed_by[key], objects))
+        gangs.append(_gang(key, group, waiting, assumed, claimed_by[key], objects,
+                           finished.get(key, 0)))
     gangs.sort(key=lambda g: g.key)
     return Discovered(tuple(gangs), tuple(singles),
                       {key: source.name for key, source in claimed_by.items()}, gang_of)
@@ -118,7 +126,8 @@ def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup
 
 
 def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
-          assumed: Mapping[str, str], source: GangSource, objects: ObjectLookup) -> Gang:
+          assumed: Mapping[str, str], source: GangSource, objects: ObjectLookup,
+          finished: int = 0) -> Gang:
     spec = source.describe(key, group, objects)
     try:
         slicing_of(spec)
@@ -133,7 +142,8 @@ def _gang(key: GangKey, group: list[PodRecord], waiting: list[PodRecord],
         spec = replace(spec, error=str(exc))
         ranked = [(None, p) for p in sorted(pending, key=lambda p: natural_key(p.name))]
     return Gang(key=key, spec=spec, pending=tuple(p for _, p in ranked), gated=gated,
-                bound=len(placed), peers=_peers(placed, assumed, source, objects),
+                bound=len(placed), finished=finished,
+                peers=_peers(placed, assumed, source, objects),
                 ranks=tuple(r for r, _ in ranked),
                 subgroup_of=tuple(source.subgroup(p) for _, p in ranked),
                 peer_groups=tuple(source.subgroup(p) for p in sorted(placed,

@@ -130,6 +130,11 @@ class Gang:
     """Members that still carry scheduling gates: not placeable until ungated."""
     bound: int
     """Members bound in the API server, or assumed by us (bind sent, not yet seen)."""
+    finished: int = 0
+    """Members that ran to completion (Succeeded): they count toward minMember and are
+    never placed again. A Job's pods can finish while others of its gang still wait (the
+    soak, issue 20: a JobSet's 44 bound pods completed while 20 were refused their binds,
+    and the 20 then waited for 64 members that would never all be pending again)."""
     peers: tuple[tuple[int, str], ...] = ()
     """(rank, node) of those bound members: replacements go next to them."""
     ranks: tuple[int | None, ...] = ()
@@ -142,7 +147,7 @@ class Gang:
     @property
     def needed(self) -> int:
         """Pending members required before placement may start."""
-        return max(1, self.spec.min_member - self.bound)
+        return max(1, self.spec.min_member - self.bound - self.finished)
 
     @property
     def ready(self) -> bool:

@@ -351,6 +351,28 @@ def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> 
     assert record.bind_backoff_s == 0.0
 
 
+def test_members_that_finished_count_and_the_rest_are_placed() -> None:
+    """Regression (soak, issue 20): a JobSet's pods bound while 20 others were refused
+    ran to completion; discovery skipped finished pods, so the 20 waited for 64 pending
+    members that could never all exist again."""
+    world = World()
+    world.lookup.put(JOBS, "batch", {"parallelism": 4})
+    pods = world.pods("batch", 4, kind="Job")
+    for pod in pods[:2]:  # bound earlier, ran, finished
+        world.cache.put_pod(replace(pod, node_name="z1-b1-r1-n0", phase="Succeeded"))
+    world.cycle()
+    record = world.record("Job", "batch")
+    assert record.phase is GangPhase.BOUND
+    assert sorted(world.bound("batch-")) == ["batch-0", "batch-1", "batch-2", "batch-3"]
+    # A finished pod of no gang, or a failed member, counts for nothing.
+    world.lookup.put(JOBS, "other", {"parallelism": 3})
+    others = world.pods("other", 3, kind="Job")
+    world.cache.put_pod(replace(others[0], node_name="z1-b1-r1-n1", phase="Failed"))
+    world.cycle()
+    assert world.bound("other-") == {"other-0": "z1-b1-r1-n1"}
+    assert world.record("Job", "other").phase is GangPhase.WAITING
+
+
 def test_a_bound_pod_keeps_its_node_however_long_the_watch_lags() -> None:
     """Regression (soak, issue 20): a leader's pod watch ran two minutes behind a loaded
     API server; the assumptions of its successful binds expired after 30 s and the next

@@ -96,9 +96,10 @@ HOLD_S = 600.0
 LeaderWorkerSet's followers, InOrder replicatedJobs): past it, they are placed next to
 their peers when they come, with whatever room is left."""
 BIND_BACKOFF_S = (1.0, 60.0)
-"""First and longest wait before members whose binds failed are bound again: doubled
-each time a retry binds none of them (kube-scheduler backs a pod off 1-10 s; a gang's
-retry is a burst of binds, so it waits up to a minute). Found by the soak (issue 20): a
+"""First and longest wait before members whose binds failed are bound again: a retry on
+nodes not refused yet comes after the first; one that could only use nodes already
+refused doubles the wait (kube-scheduler backs a pod off 1-10 s; a gang's retry is a
+burst of binds, so it waits up to a minute). Found by the soak (issue 20): a
 ValidatingAdmissionPolicy refusing a third of the nodes had 20 members of a 64-pod gang
 re-bound every 0.2 s, and the racks it needed were given to later gangs meanwhile."""
 BIND_HOLD_MARGIN_S = 5.0
@@ -271,6 +272,7 @@ class Scheduler:
                snapshot: TopologySnapshot) -> Placement | Unschedulable:
         """A gang with running members gets its missing ones next to them (never moving
         the running ones); a gang with none is solved whole."""
+        record.retrying_refused = False
         if not gang.peers:
             return solve(request, snapshot, self.solver_config)
         request.validate(snapshot.levels)
@@ -287,6 +289,7 @@ class Scheduler:
         if near is None and record.failed_nodes:
             # Avoiding nodes where binds failed must never be what keeps a gang pending.
             record.failed_nodes = {}
+            record.retrying_refused = True
             near = place_near(request, snapshot, peers, allowed=allowed)
         if near is not None:
             return near
@@ -633,9 +636,12 @@ class Scheduler:
         record.move(GangPhase.REPAIRING if failed else GangPhase.BOUND, self.clock.time())
         if failed:
             first, longest = BIND_BACKOFF_S
-            progress = len(failed) < len(results)
-            record.bind_backoff_s = (first if progress or not record.bind_backoff_s
-                                     else min(longest, 2 * record.bind_backoff_s))
+            # Trying nodes not refused before is learning (one more node per member and
+            # second, as kube-scheduler's first backoff); the same refusals again wait
+            # twice as long each time.
+            again = (record.retrying_refused and record.bind_backoff_s > 0
+                     and len(failed) == len(results))
+            record.bind_backoff_s = min(longest, 2 * record.bind_backoff_s) if again else first
             record.binds_retry_at = self.clock.monotonic() + record.bind_backoff_s
             self._hold_refused(gang, record, [(by_key[r.pod], r.node) for r in failed
                                               if r.pod in by_key and r.node])

@@ -316,6 +316,8 @@ def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> 
     gangs were given the racks it needed: it stayed partly bound for good."""
     world = World()
     world.lookup.put(STATEFULSETS, "train", {"replicas": 4})
+    world.lookup.objects["StatefulSet", NS, "train"]["metadata"]["annotations"] = {
+        "phalanx.dev/required-topology": "rack"}  # one rack of 4: no other node to try
     world.pods("train", 4)
     refusing = [True]
     first: list[str] = []
@@ -336,7 +338,8 @@ def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> 
     world.cycle()
     assert world.bound("later-") == {}
     assert world.record("StatefulSet", "later").phase is GangPhase.UNSCHEDULABLE
-    # Still refused: retries come 1, 2, 4, 8, 16, 32 s apart, not every cycle.
+    # Still refused, and no other node in its rack: retries come 1, 2, 4, 8, 16, 32 s
+    # apart, not every cycle.
     for _ in range(60):
         world.clock.now += 1.0
         world.cycle()

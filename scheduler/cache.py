@@ -121,6 +121,11 @@ class ClusterCache:
         self.assumed: dict[str, Assumed] = {}
         self.holds: dict[str, Hold] = {}
         """Gang key -> the room held for its members still to be created."""
+        self.finished: dict[str, PodRecord] = {}
+        """Pods that left the unfinished-pods watch by succeeding (their last record):
+        members that ran to completion still count toward their gang's minMember (a Job's
+        pods finish while others of its gang may still wait). The cycle keeps only those
+        whose gang still has unfinished members (`keep_finished`)."""
         self.bad_objects: dict[str, str] = {}
         """Nodes that could not be parsed, by kind/name: never fatal."""
         self.bad_pods: dict[str, BadPod] = {}
@@ -217,6 +222,14 @@ class ClusterCache:
                 self.assumed.pop(key, None)
                 self.bad_pods.pop(key, None)
                 self.freed += 1
+                # A pod that stops matching the watch's field selector (it finished) is
+                # reported DELETED with its final state.
+                try:  # a pod gone that cannot be read is not worth a report
+                    last: PodRecord | None = self.pod_wire.record(raw)
+                except RecordError:
+                    last = None
+                if last is not None and last.phase == "Succeeded":
+                    self.finished[key] = last
             else:
                 record = self._parse("pod", raw, self.pod_wire.record)
                 if record is None:
@@ -376,6 +389,18 @@ class ClusterCache:
     def get_object(self, resource: Resource, namespace: str, name: str) -> Raw | None:
         with self.lock:
             return self.objects.get(resource, {}).get(f"{namespace}/{name}")
+
+    def finished_pods(self) -> list[PodRecord]:
+        with self.lock:
+            return list(self.finished.values())
+
+    def keep_finished(self, keys: Iterable[str]) -> None:
+        """Forgets finished pods other than `keys` (those whose gang is still running or
+        waiting)."""
+        with self.lock:
+            if self.finished:
+                keep = set(keys)
+                self.finished = {k: p for k, p in self.finished.items() if k in keep}
 
     def all_pods(self) -> tuple[list[PodRecord], dict[str, str]]:
         """Every unfinished pod, and pod key -> node of each assumed pod, read together."""

@@ -144,10 +144,14 @@ class Scheduler:
         self._view = None
         self._finish_volume_waits()
         pods, assumed = self.cluster.all_pods()
+        finished = self.cluster.finished_pods()
         name = self.config.scheduler_name
-        found = discover(pods, assumed, ours=lambda p: p.scheduler_name == name,
+        found = discover([*pods, *finished] if finished else pods, assumed,
+                         ours=lambda p: p.scheduler_name == name,
                          sources=self.sources, objects=self.objects, claims=self.claims)
         self.gang_of = found.gang_of
+        if finished:
+            self.cluster.keep_finished(found.finished_kept)
         for gang in sorted(found.gangs, key=lambda g: (-g.priority, g.created, g.key)):
             if not self.leadership.leading():
                 return  # lost the Lease mid-cycle: the new leader takes it from here

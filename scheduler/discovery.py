@@ -34,6 +34,8 @@ class Discovered:
     """Which source defined each gang (explain says so)."""
     gang_of: Mapping[str, GangKey]
     """Pod key -> gang of every placed pod a source claims (preemption's victim units)."""
+    finished_kept: frozenset[str] = frozenset()
+    """Finished pods whose gang still has unfinished members: they go on counting."""
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -78,6 +80,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
     singles: list[PodRecord] = []
     gang_of: dict[str, GangKey] = {}
     finished: dict[GangKey, int] = defaultdict(int)
+    finished_of: dict[str, GangKey] = {}
     for pod in pods:
         if pod.deleting:
             continue
@@ -86,6 +89,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
                 done, _ = claims.claim(pod, pod.key, sources, objects)
                 if done is not None:
                     finished[done] += 1
+                    finished_of[pod.key] = done
             continue
         pod_key = pod.key  # built once: a million pods pass here every cycle
         placed = bool(pod.node_name) or pod_key in assumed
@@ -109,7 +113,8 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
                            finished.get(key, 0)))
     gangs.sort(key=lambda g: g.key)
     return Discovered(tuple(gangs), tuple(singles),
-                      {key: source.name for key, source in claimed_by.items()}, gang_of)
+                      {key: source.name for key, source in claimed_by.items()}, gang_of,
+                      frozenset(k for k, gang in finished_of.items() if gang in members))
 
 
 def _claim(pod: PodRecord, sources: Sequence[GangSource], objects: ObjectLookup

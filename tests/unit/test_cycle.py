@@ -354,25 +354,49 @@ def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> 
     assert record.bind_backoff_s == 0.0
 
 
+def _finished(pod: PodRecord, node_name: str, phase: str = "Succeeded") -> dict[str, Any]:
+    """A Job's pod as the unfinished-pods watch reports it when it finishes: DELETED
+    (it no longer matches the field selector), carrying its final state."""
+    owner = pod.owner
+    assert owner is not None
+    return {"metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+                         "labels": dict(pod.labels), "resourceVersion": "2",
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": owner.kind,
+                                              "name": owner.name, "uid": owner.uid,
+                                              "controller": True}]},
+            "spec": {"nodeName": node_name, "schedulerName": pod.scheduler_name,
+                     "containers": [{"name": "c", "resources": {"requests": {GPU: "8"}}}]},
+            "status": {"phase": phase}}
+
+
 def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     """Regression (soak, issue 20): a JobSet's pods bound while 20 others were refused
-    ran to completion; discovery skipped finished pods, so the 20 waited for 64 pending
-    members that could never all exist again."""
+    ran to completion and left the unfinished-pods watch; the 20 then waited for 64
+    pending members that could never all exist again. Finished members now count."""
     world = World()
     world.lookup.put(JOBS, "batch", {"parallelism": 4})
     pods = world.pods("batch", 4, kind="Job")
-    for pod in pods[:2]:  # bound earlier, ran, finished
-        world.cache.put_pod(replace(pod, node_name="z1-b1-r1-n0", phase="Succeeded"))
+    for pod in pods[:2]:  # bound earlier, ran, finished: gone from the watch
+        world.cache.pod_event("DELETED", _finished(pod, "z1-b1-r1-n0"))
     world.cycle()
     record = world.record("Job", "batch")
     assert record.phase is GangPhase.BOUND
-    assert sorted(world.bound("batch-")) == ["batch-0", "batch-1", "batch-2", "batch-3"]
-    # A finished pod of no gang, or a failed member, counts for nothing.
+    assert sorted(world.bound("batch-")) == ["batch-2", "batch-3"]
+    # Kept while the gang has unfinished members; forgotten once it has none.
+    world.cycle()
+    assert len(world.cache.finished_pods()) == 2
+    for pod in pods[2:]:
+        world.cache.pod_event("DELETED", {"metadata": {"name": pod.name, "namespace": NS}})
+    world.lookup.put(JOBS, "next", {"parallelism": 1})
+    world.pods("next", 1, kind="Job")  # any cycle with work prunes them
+    world.cycle()
+    assert world.cache.finished_pods() == []
+    # A failed member counts for nothing.
     world.lookup.put(JOBS, "other", {"parallelism": 3})
     others = world.pods("other", 3, kind="Job")
-    world.cache.put_pod(replace(others[0], node_name="z1-b1-r1-n1", phase="Failed"))
+    world.cache.pod_event("DELETED", _finished(others[0], "z1-b1-r1-n1", phase="Failed"))
     world.cycle()
-    assert world.bound("other-") == {"other-0": "z1-b1-r1-n1"}
+    assert world.bound("other-") == {}
     assert world.record("Job", "other").phase is GangPhase.WAITING
 
 

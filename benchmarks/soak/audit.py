@@ -29,13 +29,17 @@ rules:
 """
 
 
+BIND = "create pods/binding"
+"""How gang_requests names a bind."""
+
+
 def _epoch(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def gang_requests(log: Path) -> Iterator[tuple[float, str, str]]:
-    """(wall time, gang, verb/resource) of every scheduler request naming a soak gang's
-    object; watches and lists name none."""
+    """(wall time, gang, verb/resource/subresource) of every scheduler request naming a
+    soak gang's object (binds included: `BIND`); watches and lists name none."""
     if not log.exists():
         return
     with open(log, "rb") as lines:
@@ -48,7 +52,7 @@ def gang_requests(log: Path) -> Iterator[tuple[float, str, str]]:
                 continue
             ref = event.get("objectRef") or {}
             match = GANG_NAME.match(ref.get("name") or "")
-            if match is None or ref.get("subresource") == "binding":
+            if match is None:
                 continue
             yield (_epoch(event["requestReceivedTimestamp"]), match.group(1),
                    f"{event.get('verb')} {ref.get('resource')}/{ref.get('subresource', '')}")

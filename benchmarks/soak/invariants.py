@@ -24,6 +24,7 @@ GRACE_S after it heals: binding is impossible then, for any scheduler.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -364,8 +365,9 @@ def rss_growth(samples: list[tuple[float, int]], warm_from: float, min_span_s: f
 def requests_per_gang_minute(writes: Iterable[tuple[float, str]],
                              waiting: Mapping[str, list[tuple[float, float]]]
                              ) -> dict[str, float]:
-    """Each gang's most writes attributed to it in any whole minute during which it waited
-    (the first minute of each wait excluded: that is when its first report is written).
+    """Each gang's most writes attributed to it in any 60 s (a sliding window) of a span
+    during which it waited, the first minute of each span excluded (that is when its
+    first report, or its first binds, are written): a burst is caught wherever it falls.
     `writes`: (time, gang) pairs; `waiting`: per gang, (start, end) intervals."""
     worst: dict[str, float] = {}
     by_gang: dict[str, list[float]] = {}
@@ -374,11 +376,11 @@ def requests_per_gang_minute(writes: Iterable[tuple[float, str]],
     for gang, spans in waiting.items():
         times = sorted(by_gang.get(gang, ()))
         for start, end in spans:
-            minute = start + 60.0
-            while minute + 60.0 <= end:
-                count = sum(1 for t in times if minute <= t < minute + 60.0)
+            inside = times[bisect.bisect_left(times, start + 60.0):
+                           bisect.bisect_left(times, end)]
+            for first, when in enumerate(inside):
+                count = bisect.bisect_left(inside, when + 60.0) - first
                 worst[gang] = max(worst.get(gang, 0.0), float(count))
-                minute += 60.0
         worst.setdefault(gang, 0.0)
     return worst
 

@@ -88,7 +88,8 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
                                              f"unhandled exception: {line}"))
     grew = _incarnation_growth(run, replicas)
     growth = grew.growth if grew is not None else None
-    judged = run_s >= RSS_JUDGED_FROM_S
+    ran_s = min(run_s, run.stopped_at) if run.stopped_at is not None else run_s
+    judged = ran_s >= RSS_JUDGED_FROM_S
     if judged and grew is not None and grew.growth >= 0.10:
         run.violations.append((-1.0, f"scheduler RSS grew {grew.growth:.1%} after warm-up "
                                      f"({grew.process}: {grew.rss_mib[0]} -> "
@@ -105,7 +106,17 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         if count > bound:
             run.violations.append((-1.0, f"gang {name}: {count:.0f} scheduler requests in one "
                                          f"minute of waiting (bound {bound})"))
-    ran_s = min(run_s, run.stopped_at) if run.stopped_at is not None else run_s
+    # Partly bound: from the first member's bind until the last one's; what it costs is
+    # binds retried (a failed bind's retry backs off: design.md, All or nothing).
+    partial = {name: [(tr.state.first_bound, min(t for t in (
+        tr.state.complete, tr.gang.deleted_at, run_s) if t is not None))]
+        for name, tr in run.gangs.items() if tr.state.first_bound is not None}
+    rebinds = invariants.requests_per_gang_minute(run.binds, partial)
+    for name, count in sorted(rebinds.items()):
+        bound = invariants.request_bound(run.gangs[name].gang.size)
+        if count > bound:
+            run.violations.append((-1.0, f"gang {name}: {count:.0f} binds in one minute of "
+                                         f"being partly bound (bound {bound})"))
     fault_free = max(1.0, ran_s - sum(min(end, ran_s) - start
                                       for start, end, kind, _ in run.faults
                                       if kind in BLOCKING and start < ran_s))
@@ -142,10 +153,12 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         "rss_judged": judged,
         "rss_worst": dataclasses.asdict(grew) if grew is not None else None,
         "max_requests_per_waiting_gang_minute": max(worst.values(), default=0.0),
+        "max_binds_per_partly_bound_gang_minute": max(rebinds.values(), default=0.0),
         "scheduler_processes": sum(len(r.history) for r in replicas),
         "scheduler_rss_mib": {name: [round(rows[0][1] / 1024), round(rows[-1][1] / 1024)]
                               for name, rows in rss.items() if rows},
         "scheduler_requests_attributed": len(run.writes),
+        "scheduler_binds_attributed": len(run.binds),
         "suspicions_not_confirmed_by_fresh_list": run.unconfirmed,
         "view_lag_p50_s": round(statistics.median(lags), 2) if lags else None,
         "view_lag_p95_s": round(lags[max(0, int(len(lags) * 0.95) - 1)], 2) if lags else None,

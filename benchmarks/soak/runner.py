@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -176,8 +177,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         run.unconfirmed = judge.unconfirmed
         run.unjudged_s = judge.unjudged_s
         run.view_lags = list(view.lags)
-        run.writes = [(t - run.wall0, gang)
-                      for t, gang, _ in audit.gang_requests(cluster.audit_log)]
+        for t, name, what in audit.gang_requests(cluster.audit_log):
+            (run.binds if what == audit.BIND else run.writes).append((t - run.wall0, name))
     finally:
         if run.stop_signal:
             run.log(f"{run.stop_signal}: stopped at {run.stopped_at:.0f}s, cleaning up")
@@ -224,9 +225,15 @@ def _stop_on_signal(run: Run) -> None:
     exception raised wherever the main thread happens to be can be caught on its way
     (the first try left replicas and cluster running), and one raised inside the
     cleanup would cut it short. Nothing is printed from the handler (a signal landing
-    inside a print to the same stream raises)."""
+    inside a print to the same stream raises). A second signal while cleaning up ends
+    the process at once, as its default would (what it leaves, the next run's cluster
+    start removes: localcluster's stale clusters)."""
     def stop(signum: int, _frame: object) -> None:
-        run.stopped_at = run.t() if run.stopped_at is None else run.stopped_at
+        if run.stopped_at is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        run.stopped_at = run.t()
         run.stop_signal = signal.Signals(signum).name  # logged by the loop, not here
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

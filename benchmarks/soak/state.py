@@ -51,7 +51,10 @@ class Run:
     skipped: list[str] = field(default_factory=list)
     """Planned faults postponed past the fault window (blocking ones queue up)."""
     writes: list[tuple[float, str]] = field(default_factory=list)
-    """(t, gang) of each scheduler request naming a gang's object (the audit log)."""
+    """(t, gang) of each scheduler request naming a gang's object (the audit log), binds
+    excepted."""
+    binds: list[tuple[float, str]] = field(default_factory=list)
+    """(t, gang) of each bind of a gang's pod the scheduler sent (the audit log)."""
 
     def t(self) -> float:
         return time.monotonic() - self.start

@@ -147,6 +147,14 @@ def test_requests_per_minute_of_waiting_skip_the_first_minute():
     assert worst == {"g": 2.0, "h": 0.0}
 
 
+def test_a_burst_of_requests_is_counted_wherever_it_falls_in_the_span():
+    # 0.2-s bind retries from 70 s to 110 s of a 110-s span: no whole minute aligned to
+    # the span's start holds them, a sliding one does.
+    binds = [(70.0 + 0.2 * i, "g") for i in range(200)]
+    assert invariants.requests_per_gang_minute(binds, {"g": [(0.0, 110.0)]}) == {"g": 200.0}
+    assert invariants.requests_per_gang_minute(binds, {"g": [(60.0, 110.0)]}) == {"g": 0.0}
+
+
 def test_the_proxy_forwards_and_a_paused_proxy_holds_bytes_until_resumed():
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]

@@ -276,7 +276,6 @@ class Scheduler:
                snapshot: TopologySnapshot) -> Placement | Unschedulable:
         """A gang with running members gets its missing ones next to them (never moving
         the running ones); a gang with none is solved whole."""
-        record.retrying_refused = False
         if not gang.peers:
             return solve(request, snapshot, self.solver_config)
         request.validate(snapshot.levels)
@@ -291,9 +290,8 @@ class Scheduler:
             allowed = homes
         near = place_near(request, snapshot, peers, record.failed_nodes, allowed)
         if near is None and record.failed_nodes:
-            # Avoiding nodes where binds failed must never be what keeps a gang pending.
-            record.failed_nodes = {}
-            record.retrying_refused = True
+            # Avoiding nodes where binds failed must never be what keeps a gang pending
+            # (they stay remembered: a retry refused on them again backs off longer).
             near = place_near(request, snapshot, peers, allowed=allowed)
         if near is not None:
             return near
@@ -458,6 +456,8 @@ class Scheduler:
         results = self.evictor.evict(sorted(chosen.pod_keys))
         refused = [r for r in results if not r.ok]
         unit_of = {p.key: c.name for c in chosen.victims for p in c.pods}
+        self.protected = {unit: until for unit, until in self.protected.items()
+                          if until > now}  # expired ones would pile up for ever
         for r in refused:
             if r.budget:
                 self.protected[unit_of[r.pod]] = now + PROTECT_S
@@ -630,6 +630,10 @@ class Scheduler:
         failed = [r for r in results if not r.ok]
         self.metrics.pods_bound.labels("gang").inc(len(results) - len(failed))
         by_key = {p.key: p for p in gang.pending}
+        # Refused again where it was refused before (the placement had no other choice):
+        # the retry learnt nothing. Decided before this round's refusals are remembered.
+        refused_again = all(r.node in record.failed_nodes.get(by_key[r.pod].name, ())
+                            for r in failed if r.node_specific and r.pod in by_key)
         for r in failed:
             self.metrics.bind_errors.labels(str(r.status)).inc()
             if r.node_specific:
@@ -643,7 +647,7 @@ class Scheduler:
             # Trying nodes not refused before is learning (one more node per member and
             # second, as kube-scheduler's first backoff); the same refusals again wait
             # twice as long each time.
-            again = (record.retrying_refused and record.bind_backoff_s > 0
+            again = (refused_again and record.bind_backoff_s > 0
                      and len(failed) == len(results))
             record.bind_backoff_s = min(longest, 2 * record.bind_backoff_s) if again else first
             record.binds_retry_at = self.clock.monotonic() + record.bind_backoff_s

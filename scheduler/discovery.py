@@ -11,7 +11,7 @@ gang can count on nor a peer.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -79,7 +79,6 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
     claimed_by: dict[GangKey, GangSource] = {}
     singles: list[PodRecord] = []
     gang_of: dict[str, GangKey] = {}
-    finished: dict[GangKey, int] = defaultdict(int)
     finished_of: dict[str, GangKey] = {}
     for pod in pods:
         if pod.deleting:
@@ -88,7 +87,6 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
             if pod.phase == "Succeeded":  # its work is done: it counts, never placed again
                 done, _ = claims.claim(pod, pod.key, sources, objects)
                 if done is not None:
-                    finished[done] += 1
                     finished_of[pod.key] = done
             continue
         pod_key = pod.key  # built once: a million pods pass here every cycle
@@ -104,6 +102,7 @@ def discover(pods: Iterable[PodRecord], assumed: Mapping[str, str], *,
         if placed:
             gang_of[pod_key] = key
         claimed_by.setdefault(key, source)
+    finished = Counter(finished_of.values())
     gangs = []
     for key, group in members.items():
         waiting = [p for p in group if not p.node_name and p.key not in assumed]

@@ -108,9 +108,6 @@ class GangRecord:
     bind_backoff_s: float = 0.0
     """The wait after the last failed binds: doubled while retries on nodes already
     refused bind none."""
-    retrying_refused: bool = False
-    """The last placement had to use nodes its members' binds already failed on (every
-    other choice was exhausted)."""
     binds_retry_at: float = -1e18
     """Clock.monotonic() before which members whose binds failed are not bound again."""
     held: int = 0

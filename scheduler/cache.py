@@ -228,6 +228,7 @@ class ClusterCache:
                     last: PodRecord | None = self.pod_wire.record(raw)
                 except RecordError:
                     last = None
+                self.pod_wire.forget(raw)
                 if last is not None and last.phase == "Succeeded":
                     self.finished[key] = last
             else:

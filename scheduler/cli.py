@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import yaml
 
-from gcpause import gc_paused
+from gcpause import gc_paused, heap_line, trim_heap
 from scheduler.gang import GANG_NAME
 from scheduler.offline import gang_of
 from scheduler.request import request_for
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 # `--preset aws` is the default AWS accelerator fleet (p5); the others name instance shapes.
 SYNTH_PRESETS = {"aws": "p5", **{name: name for name in SHAPES}}
+HEAP_LOG_S = 300.0
+"""How often `phalanx run` logs where its memory is (one INFO line)."""
 
 
 def _fanout(text: str) -> tuple[int, ...]:
@@ -219,7 +221,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "phalanx %s serving scheduler %s, explain API on http://%s%s", "0.1.0",
         config.scheduler_name, config.http_address,
         f" and https://{config.secure_address}" if config.secure_address else "")
-    stop.wait()
+    heap = logging.getLogger("phalanx.heap")
+    while not stop.wait(HEAP_LOG_S):
+        # Where the memory is, now and then: a long run's growth told apart from a
+        # re-list's high-water mark (kube.watch logs the same after each re-list). The
+        # C heap's free pages go back first (binds, Events and watch pages churn it).
+        before = heap_line()
+        trim_heap()
+        heap.info("heap %s; trimmed from %s", heap_line(), before)
     # No new bind from here; in-flight ones finish (the binder pool drains) before the
     # Lease is released, so the next leader never races this one's last binds.
     server.should_exit = True

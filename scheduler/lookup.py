@@ -11,12 +11,16 @@ from kube import ApiError, KubeClient
 from kube.resources import Resource
 from scheduler.cache import ClusterCache, Raw
 
+PRUNE_FLOOR = 1024
+"""Lookups kept before expired ones are dropped (then twice what is left)."""
+
 
 class ApiLookup:
     def __init__(self, kube: KubeClient, ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.kube, self.ttl_s, self.clock = kube, ttl_s, clock
         self._seen: dict[tuple[Resource, str, str], tuple[float, Raw | None]] = {}
+        self._prune_at = PRUNE_FLOOR
 
     def get(self, resource: Resource, namespace: str, name: str) -> Raw | None:
         key = (resource, namespace, name)
@@ -29,7 +33,12 @@ class ApiLookup:
             if exc.status != 404:
                 raise
             found = None
-        self._seen[key] = (self.clock(), found)
+        now = self.clock()
+        self._seen[key] = (now, found)
+        if len(self._seen) >= self._prune_at:
+            # Objects looked up once (a job long gone) would otherwise stay for ever.
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.ttl_s}
+            self._prune_at = max(PRUNE_FLOOR, 2 * len(self._seen))
         return found
 
 

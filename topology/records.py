@@ -638,6 +638,22 @@ class PodWire:
             table[key] = found
         return found
 
+    def forget(self, pod: WirePod | dict[str, Any]) -> None:
+        """Drops what a pod that is gone had remembered and no other pod is likely to
+        share: its labels and annotations (a rank or index label makes them unique per
+        pod), its owner (one per job), its node affinity (one per node for a DaemonSet).
+        Without this the memo holds every pod ever seen, up to its cap (~0.75 KiB per
+        pod: ~190 MiB of labels alone for 262k pods long gone). A pod that did share an
+        entry keeps its own reference; the next one to need it parses it again."""
+        if not isinstance(pod, WirePod):
+            return
+        meta, spec = pod.metadata or _NO_META, pod.spec or _NO_SPEC
+        memo = self._memo
+        memo["labels"].pop(bytes(meta.labels), None)
+        memo["annotations"].pop(bytes(meta.annotations), None)
+        memo["owner"].pop(bytes(meta.ownerReferences), None)
+        memo["node_affinity"].pop(bytes((spec.affinity or _NO_AFFINITY).nodeAffinity), None)
+
     def record(self, pod: WirePod | dict[str, Any]) -> PodRecord:
         if not isinstance(pod, WirePod):
             return pod_from_json(pod)

@@ -175,3 +175,35 @@ def test_real_api_server_pods_read_alike():
     assert [wire.record(i) for i in items] == [pod_from_json(p) for p in pods]
     assert through_wire(wire, pods) == [pod_from_json(p) for p in pods]
     assert any(r.inter_pod.host_ports for r in through_wire(PodWire(), pods))
+
+
+def test_what_a_deleted_pod_alone_used_is_forgotten():
+    """The memo follows the pods that exist, not every pod ever seen: a pod's unique
+    labels (a rank label) and its job's owner go with it (the cache's DELETED event)."""
+    from scheduler.cache import ClusterCache
+    from topology.presets import resolve_preset
+
+    cache = ClusterCache(resolve_preset("aws"))
+    wire = cache.pod_wire
+
+    def pod(index: int) -> dict:
+        made = rich_pod(f"p-{index}")
+        made["metadata"]["labels"]["rank"] = str(index)
+        made["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job",
+                                                "name": f"j-{index}", "uid": f"u-{index}",
+                                                "controller": True}]
+        return made
+
+    def event(kind: str, index: int) -> None:
+        _, obj = wire.event(orjson.dumps({"type": kind, "object": pod(index)}))
+        cache.pod_event(kind, obj)
+
+    for index in range(200):
+        event("ADDED", index)
+    assert len(wire._memo["labels"]) == 200 and len(wire._memo["owner"]) == 200
+    for index in range(200):
+        event("DELETED", index)
+    assert not cache.pods
+    assert len(wire._memo["labels"]) == 0 and len(wire._memo["owner"]) == 0
+    event("ADDED", 7)  # and a pod like one forgotten reads as it did
+    assert list(cache.pods.values()) == [pod_from_json(pod(7))]

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import base64
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -69,7 +72,8 @@ class ControllerSpec:
     secret: str = ""
     """The Secret its certificate rotation fills."""
     cert_dir: str = ""
-    """Where it reads that Secret's files, as if mounted (kubelet's part, played here)."""
+    """Where it reads that Secret's files, a path fixed in its code (kubelet's part,
+    mounting the Secret there, is played here: `_cert_mount`)."""
     service: str = ""
     """The Service its certificate is issued for."""
     webhook_name: str = ""
@@ -85,6 +89,8 @@ SPECS = {
         "validator.training-operator.kubeflow.org"),
 }
 SERVICE_PORT = 443
+CERT_FILES = frozenset({"tls.crt", "tls.key", "ca.crt"})
+"""What a filled certificate Secret holds (cert-controller's rotation writes all three)."""
 
 
 def ensure_controllers(names: Iterable[str]) -> Path:
@@ -257,6 +263,10 @@ class RunningController:
     process: subprocess.Popen[bytes]
     log: Path
     health_port: int
+    cert_files: Path | None = None
+    """Where its certificate Secret's files are kept (what its cert_dir shows it)."""
+    cert_lock: IO[bytes] | None = None
+    """Held while it runs when its cert_dir is the machine's own (no mount namespace)."""
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -309,11 +319,12 @@ def _start(kube: KubeClient, kubeconfig: Path, folder: Path, built: Path,
     if ca_pem is None:
         _replace_webhooks(kube, webhooks)  # its certificate rotation fills them in
     log = folder / "controller.log"
+    cert_files, lock = _cert_mount(spec, folder, args) if spec.cert_dir else (None, None)
     with open(log, "ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=folder)
-    running = RunningController(spec.name, process, log, health_port)
-    if spec.cert_dir:
+    running = RunningController(spec.name, process, log, health_port, cert_files, lock)
+    if cert_files is not None:
         _mount_secret(kube, spec, running, timeout)
     _wait_ready(running, timeout)
     if ca_pem is not None:
@@ -344,6 +355,51 @@ def _serve_through_service(kube: KubeClient, spec: ControllerSpec, port: int) ->
                      "ports": [{"name": "webhook", "port": port}]}]})
 
 
+def _private_mounts() -> bool:
+    """Whether a process can be given its own mount namespace here (root, or
+    unprivileged user namespaces)."""
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _cert_mount(spec: ControllerSpec, folder: Path, args: list[str]
+                ) -> tuple[Path, IO[bytes] | None]:
+    """Where the controller's certificate files go, and `args` changed to run it so that
+    its fixed cert_dir shows them. A controller whose cert_dir is a constant of its code
+    (the training-operator's `/tmp/k8s-webhook-server/serving-certs`) gets a private
+    mount namespace with its own folder bind-mounted there, as a kubelet mounts a Secret
+    volume per pod: two local clusters (the tests' and a soak's) then never serve each
+    other's certificates. Where no mount namespace can be had, the machine's own folder
+    is used under a lock, and a second user is refused with the holder's name."""
+    own = folder / "serving-certs"
+    own.mkdir(parents=True, exist_ok=True)
+    if _private_mounts():
+        script = 'mkdir -p "$1" && mount --bind "$2" "$1" && shift 2 && exec "$@"'
+        args[:0] = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                    "sh", spec.cert_dir, str(own)]
+        return own, None
+    shared = Path(spec.cert_dir)
+    shared.mkdir(parents=True, exist_ok=True)
+    lock = open(shared.parent / ".localcluster.lock", "a+b")  # noqa: SIM115 - held
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().decode(errors="replace").strip() or "another process"
+        lock.close()
+        raise ControllerError(
+            f"{spec.name} reads its certificates from {spec.cert_dir}, a path fixed in "
+            f"its code, and no private mount namespace can be had here (`unshare "
+            f"--mount` failed): {holder} runs one already; run one at a time") from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} for {folder}".encode())
+    lock.flush()
+    return shared, lock
+
+
 def _mount_secret(kube: KubeClient, spec: ControllerSpec, running: RunningController,
                   timeout: float) -> None:
     """Once the controller's certificate rotation has filled its Secret, its files go
@@ -354,8 +410,9 @@ def _mount_secret(kube: KubeClient, spec: ControllerSpec, running: RunningContro
             raise ControllerError(f"{spec.name} exited with {running.process.returncode}:\n"
                                   f"{running.tail()}")
         data = kube.get(SECRETS.path(spec.namespace, spec.secret)).get("data") or {}
-        if {"tls.crt", "tls.key", "ca.crt"} <= set(data):
-            _write_secret_files(Path(spec.cert_dir), data)
+        if set(data) >= CERT_FILES:
+            assert running.cert_files is not None
+            write_secret_files(running.cert_files, data)
             threading.Thread(target=_keep_mounted, args=(kube, spec, running),
                              name=f"{spec.name}-secret-volume", daemon=True).start()
             return
@@ -377,29 +434,52 @@ def _keep_mounted(kube: KubeClient, spec: ControllerSpec, running: RunningContro
     the 60-minute soak saw it do so) and puts the new CA in its webhooks' caBundle at
     once; served from files copied once, its webhooks then failed every TLS handshake
     (`tls: bad certificate`) until the end of the run."""
-    folder = Path(spec.cert_dir)
+    folder = running.cert_files
+    assert folder is not None
     while running.process.poll() is None:
         time.sleep(SECRET_SYNC_S)
         try:
             data = kube.get(SECRETS.path(spec.namespace, spec.secret)).get("data") or {}
         except Exception:  # the apiserver is restarting: try at the next sync
             continue
-        if {"tls.crt", "tls.key", "ca.crt"} <= set(data):
-            _write_secret_files(folder, data)
+        if set(data) >= CERT_FILES:
+            write_secret_files(folder, data)
 
 
-def _write_secret_files(folder: Path, data: dict[str, str]) -> None:
-    """Each key's decoded value as a file, replaced only when it changed and atomically
-    (a rename), so a reader sees the old file or the new one, never half of one."""
+DATA_LINK = "..data"
+
+
+def write_secret_files(folder: Path, data: dict[str, str]) -> bool:
+    """Each key's decoded value as a file, all of them swapped at once as a kubelet's
+    atomic writer does: written into a fresh `..<version>` folder, then the `..data`
+    symlink renamed onto it; each file is a symlink through `..data`. A reader never pairs
+    a new certificate with the old key. Returns whether anything changed."""
+    contents = {name: base64.b64decode(value) for name, value in data.items()}
     folder.mkdir(parents=True, exist_ok=True)
-    for name, value in data.items():
-        content = base64.b64decode(value)
-        target = folder / name
-        if target.exists() and target.read_bytes() == content:
+    current = folder / DATA_LINK
+    if current.is_dir() and all((current / name).is_file()
+                                and (current / name).read_bytes() == content
+                                for name, content in contents.items()):
+        return False
+    version = Path(tempfile.mkdtemp(prefix="..version-", dir=folder))
+    for name, content in contents.items():
+        (version / name).write_bytes(content)
+    staged = folder / f"{DATA_LINK}_tmp"
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(version.name)
+    staged.replace(current)
+    for name in contents:
+        link = folder / name
+        if link.is_symlink() and os.readlink(link) == f"{DATA_LINK}/{name}":
             continue
-        partial = folder / f".{name}.new"
-        partial.write_bytes(content)
-        partial.replace(target)
+        staged = folder / f".{name}.link"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(f"{DATA_LINK}/{name}")
+        staged.replace(link)  # a plain file from before, or a missing one
+    for old in folder.glob("..version-*"):
+        if old != version:
+            shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 def _replace_webhooks(kube: KubeClient, docs: list[dict[str, Any]]) -> None:
@@ -450,3 +530,5 @@ def stop_controllers(running: Iterable[RunningController]) -> None:
             controller.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             controller.process.kill()
+        if controller.cert_lock is not None:
+            controller.cert_lock.close()

@@ -50,6 +50,11 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
+_MALLINFO = getattr(_LIBC, "mallinfo2", None)  # glibc 2.33 and later
+if _MALLINFO is not None:
+    _MALLINFO.restype = _MallInfo2
+
+
 def heap_stats() -> dict[str, int]:
     """Where the process's memory is, cheaply (no walk over objects): resident KiB;
     blocks Python's small-object allocator has handed out (live small objects); and the
@@ -60,9 +65,8 @@ def heap_stats() -> dict[str, int]:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 stats["rss_kib"] = int(line.split()[1])
-    if _LIBC is not None and hasattr(_LIBC, "mallinfo2"):
-        _LIBC.mallinfo2.restype = _MallInfo2
-        info = _LIBC.mallinfo2()
+    if _MALLINFO is not None:
+        info = _MALLINFO()
         stats["malloc_used_kib"] = (info.uordblks + info.hblkhd) // 1024
         stats["malloc_free_kib"] = info.fordblks // 1024
     return stats

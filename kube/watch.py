@@ -121,8 +121,8 @@ class Watcher:
         while True:
             # The GC runs while a page is fetched: the pause is process-wide, and a
             # request retried through an API server outage can wait for tens of seconds
-            # while every thread's cyclic garbage piles up (seen in the soak: +170 MiB
-            # kept after a 30-s restart).
+            # while every thread's cyclic garbage piles up (a suspect, not a proven cause,
+            # of the soak's 150-MiB RSS step at a restart that took 32 s to recover).
             reply = self.kube.request("GET", self.path, query=query, timeout=300)
             assert not isinstance(reply, urllib3.BaseHTTPResponse)
             # ... and is paused while it is decoded: a GC pass in the middle would rescan

@@ -122,10 +122,12 @@ class ClusterCache:
         self.holds: dict[str, Hold] = {}
         """Gang key -> the room held for its members still to be created."""
         self.finished: dict[str, PodRecord] = {}
-        """Pods that left the unfinished-pods watch by succeeding (their last record):
-        members that ran to completion still count toward their gang's minMember (a Job's
-        pods finish while others of its gang may still wait). The cycle keeps only those
-        whose gang still has unfinished members (`keep_finished`)."""
+        """Pods that ran to completion (Succeeded), from a watch of their own: they still
+        count toward their gang's minMember (a Job's pods finish while others of its
+        gang may still wait). The unfinished-pods watch cannot tell them: a pod leaving a
+        field-selected watch is reported DELETED with its *previous* state (the API
+        server's cacher, cache_watcher.go), exactly as a deleted one. The cycle keeps
+        only those whose gang still has unfinished members (`keep_finished`)."""
         self.bad_objects: dict[str, str] = {}
         """Nodes that could not be parsed, by kind/name: never fatal."""
         self.bad_pods: dict[str, BadPod] = {}
@@ -138,6 +140,9 @@ class ClusterCache:
         self._tree: tuple[int, DomainTree] | None = None
         self.pod_wire = PodWire()
         """Decodes the pod watch's bytes and parses pods (shared parts remembered)."""
+        self.finished_wire = PodWire()
+        """The same for the succeeded-pods watch (its own thread: nothing shared). Each
+        finished pod is read about once: what it alone used is forgotten at once."""
         self._bound: dict[str, tuple[str, PodRecord]] = {}
         """Pod key -> (node, pod) of every pod that consumes capacity (bound, unfinished)."""
         self._bound_usage: dict[str, dict[str, int]] = {}
@@ -222,15 +227,7 @@ class ClusterCache:
                 self.assumed.pop(key, None)
                 self.bad_pods.pop(key, None)
                 self.freed += 1
-                # A pod that stops matching the watch's field selector (it finished) is
-                # reported DELETED with its final state.
-                try:  # a pod gone that cannot be read is not worth a report
-                    last: PodRecord | None = self.pod_wire.record(raw)
-                except RecordError:
-                    last = None
                 self.pod_wire.forget(raw)
-                if last is not None and last.phase == "Succeeded":
-                    self.finished[key] = last
             else:
                 record = self._parse("pod", raw, self.pod_wire.record)
                 if record is None:
@@ -238,6 +235,41 @@ class ClusterCache:
                 self.put_pod(record)
         # A pod gone (deleted, or finished: it leaves the unfinished-pods watch) frees room.
         self.on_change(Change.FREED if kind == "DELETED" else Change.PODS)
+
+    def _finished_record(self, raw: Raw | WirePod) -> PodRecord | None:
+        """A succeeded pod's record (None: unreadable, or not Succeeded): it counts or it
+        does not; its owner is told nothing (it ran)."""
+        try:
+            record: PodRecord | None = self.finished_wire.record(raw)
+        except RecordError:
+            record = None
+        self.finished_wire.forget(raw)
+        return record if record is not None and record.phase == "Succeeded" else None
+
+    def parse_finished(self, items: list[Raw | WirePod]) -> list[PodRecord]:
+        with gc_paused():
+            records = [self._finished_record(item) for item in items]
+        return [r for r in records if r is not None]
+
+    def install_finished(self, records: list[PodRecord]) -> None:
+        """The succeeded-pods watch's list (every Succeeded pod of the cluster: the next
+        cycle keeps those whose gang still waits)."""
+        with self.lock:
+            self.finished = {r.key: r for r in records}
+        self.on_change(Change.PODS)
+
+    def finished_event(self, kind: str, raw: Raw | WirePod) -> None:
+        """One event of the succeeded-pods watch: ADDED when a pod succeeds, DELETED when
+        a succeeded pod is deleted (or, never in practice, leaves Succeeded)."""
+        key = raw.key() if isinstance(raw, WirePod) else _key(raw)
+        record = None if kind == "DELETED" else self._finished_record(raw)
+        with self.lock:
+            if record is not None:
+                self.finished[key] = record
+            else:
+                self.finished.pop(key, None)
+        # A member that finished may be what its gang's waiting members were waiting for.
+        self.on_change(Change.PODS)
 
     def put_pod(self, record: PodRecord) -> None:
         key = record.key
@@ -392,8 +424,11 @@ class ClusterCache:
             return self.objects.get(resource, {}).get(f"{namespace}/{name}")
 
     def finished_pods(self) -> list[PodRecord]:
+        """Succeeded pods, except any the unfinished-pods watch still holds (the two
+        watches are two streams: a pod is counted once, as the cache last saw it
+        unfinished, until that watch's DELETED arrives)."""
         with self.lock:
-            return list(self.finished.values())
+            return [p for k, p in self.finished.items() if k not in self.pods]
 
     def keep_finished(self, keys: Iterable[str]) -> None:
         """Forgets finished pods other than `keys` (those whose gang is still running or

@@ -31,6 +31,10 @@ from kube.resources import (
 from scheduler.cache import ClusterCache
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+SUCCEEDED = "status.phase=Succeeded"
+"""Pods that ran to completion: members that still count toward their gang (a pod
+leaving the UNFINISHED watch is reported DELETED with its previous state, so that watch
+cannot tell a finished pod from a deleted one)."""
 WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES, PDBS)
 GANG_OBJECTS = (POD_GROUPS, NATIVE_POD_GROUPS, VOLCANO_POD_GROUPS, JOBSETS, LEADER_WORKER_SETS,
                 *TRAINING_JOBS.values())
@@ -55,6 +59,10 @@ class Informers:
             Watcher(self.kube, PODS.path(), name="pods", convert=cache.parse_pods,
                     on_replace=cache.install_pods, on_event=cache.pod_event,
                     wire=cache.pod_wire, query={"fieldSelector": UNFINISHED}),
+            Watcher(self.kube, PODS.path(), name="succeeded-pods",
+                    convert=cache.parse_finished, on_replace=cache.install_finished,
+                    on_event=cache.finished_event, wire=cache.finished_wire,
+                    query={"fieldSelector": SUCCEEDED}),
         ]
         # Namespaces (for namespaceSelector), and the claims, volumes and classes that
         # volume binding reads: small next to pods, always served.

@@ -71,3 +71,31 @@ def test_assumed_pods_count_until_confirmed_or_forgotten(kube, cache):
     assert cache.usage().get(node, {}).get("nvidia.com/gpu", 0) == before
     assert cache.all_pods()[1] == {} and cache.versions()[1] == freed + 1
 
+
+
+def test_a_pod_that_succeeds_is_kept_apart_from_one_deleted(kube, cache):
+    """Members that ran to completion count toward their gang; a pod leaving the
+    unfinished-pods watch looks the same whether it succeeded or was deleted (the API
+    server reports DELETED with its previous state), so the cache learns of success
+    from a watch of Succeeded pods. Checked here against the real API server: the
+    soak's hour found that a DELETED event's state says nothing of how the pod ended."""
+    ensure_namespace(kube, "cache-test")
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": name, "namespace": "cache-test"},
+             "spec": {"nodeName": "cachetest-nowhere", "containers": [
+                 {"name": "c", "image": "x"}]}} for name in ("succeeds", "deleted")]
+    create_all(kube, pods)
+    keys = {"cache-test/succeeds", "cache-test/deleted"}
+    wait_until(lambda: keys <= set(cache.pods), 30, "both pods in the cache")
+    kube.call("PATCH", api_path("", "v1", "pods", "cache-test", "succeeds", "status"),
+              body={"status": {"phase": "Succeeded"}},
+              content_type="application/merge-patch+json")
+    kube.delete(api_path("", "v1", "pods", "cache-test", "deleted"), gracePeriodSeconds=0)
+    wait_until(lambda: not keys & set(cache.pods), 30, "both gone from the unfinished pods")
+    wait_until(lambda: "cache-test/succeeds" in cache.finished, 30, "success seen")
+    assert [p.key for p in cache.finished_pods() if p.namespace == "cache-test"] == [
+        "cache-test/succeeds"]
+    assert cache.finished["cache-test/succeeds"].phase == "Succeeded"
+    kube.delete(api_path("", "v1", "pods", "cache-test", "succeeds"), gracePeriodSeconds=0)
+    wait_until(lambda: "cache-test/succeeds" not in cache.finished, 30,
+               "the succeeded pod's deletion seen")

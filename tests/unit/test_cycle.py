@@ -354,9 +354,7 @@ def test_refused_binds_back_off_and_keep_their_room_until_the_refusal_ends() -> 
     assert record.bind_backoff_s == 0.0
 
 
-def _finished(pod: PodRecord, node_name: str, phase: str = "Succeeded") -> dict[str, Any]:
-    """A Job's pod as the unfinished-pods watch reports it when it finishes: DELETED
-    (it no longer matches the field selector), carrying its final state."""
+def _as_json(pod: PodRecord, node_name: str, phase: str) -> dict[str, Any]:
     owner = pod.owner
     assert owner is not None
     return {"metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
@@ -369,6 +367,20 @@ def _finished(pod: PodRecord, node_name: str, phase: str = "Succeeded") -> dict[
             "status": {"phase": phase}}
 
 
+def _finishes(world: World, pod: PodRecord, node_name: str, phase: str = "Succeeded",
+              succeeded_first: bool = False) -> None:
+    """A Job's pod finishing, as the API server reports it (its cacher,
+    cache_watcher.go): the unfinished-pods watch sends DELETED with the pod's *previous*
+    state (Running: the same as for a pod deleted); the succeeded-pods watch, if it
+    succeeded, ADDED with its final state. Two streams: either may arrive first."""
+    events = [lambda: world.cache.pod_event("DELETED", _as_json(pod, node_name, "Running"))]
+    if phase == "Succeeded":
+        events.append(lambda: world.cache.finished_event(
+            "ADDED", _as_json(pod, node_name, "Succeeded")))
+    for event in reversed(events) if succeeded_first else events:
+        event()
+
+
 def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     """Regression (soak, issue 20): a JobSet's pods bound while 20 others were refused
     ran to completion and left the unfinished-pods watch; the 20 then waited for 64
@@ -376,8 +388,12 @@ def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     world = World()
     world.lookup.put(JOBS, "batch", {"parallelism": 4})
     pods = world.pods("batch", 4, kind="Job")
-    for pod in pods[:2]:  # bound earlier, ran, finished: gone from the watch
-        world.cache.pod_event("DELETED", _finished(pod, "z1-b1-r1-n0"))
+    _finishes(world, pods[0], "z1-b1-r1-n0")  # bound earlier, ran, finished
+    world.cache.finished_event("ADDED", _as_json(pods[1], "z1-b1-r1-n0", "Succeeded"))
+    # ... the other's DELETED from the unfinished-pods watch not here yet: it is counted
+    # once, as the unfinished pod the cache still holds (bound on its node).
+    assert len(world.cache.finished_pods()) == 1
+    world.cache.pod_event("DELETED", _as_json(pods[1], "z1-b1-r1-n0", "Running"))
     world.cycle()
     record = world.record("Job", "batch")
     assert record.phase is GangPhase.BOUND
@@ -394,10 +410,14 @@ def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     # A failed member counts for nothing.
     world.lookup.put(JOBS, "other", {"parallelism": 3})
     others = world.pods("other", 3, kind="Job")
-    world.cache.pod_event("DELETED", _finished(others[0], "z1-b1-r1-n1", phase="Failed"))
+    _finishes(world, others[0], "z1-b1-r1-n1", phase="Failed")
     world.cycle()
     assert world.bound("other-") == {}
     assert world.record("Job", "other").phase is GangPhase.WAITING
+    # Nor does a deleted one: the unfinished-pods watch says the same for both.
+    _finishes(world, others[1], "z1-b1-r1-n1", phase="Deleted")
+    world.cycle()
+    assert world.bound("other-") == {}
 
 
 def test_a_bound_pod_keeps_its_node_however_long_the_watch_lags() -> None:

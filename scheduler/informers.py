@@ -1,5 +1,6 @@
-"""The watches that keep the cluster cache current: nodes, every unfinished pod, and the
-objects gang sources read (PodGroups of three APIs, JobSets, LeaderWorkerSets,
+"""The watches that keep the cluster cache current: nodes, every unfinished pod, the pods
+that succeeded (finished members still count toward their gang), and the objects gang
+sources read (PodGroups of three APIs, JobSets, LeaderWorkerSets,
 training-operator jobs) once each is served (a CRD may be installed after the scheduler
 starts).
 

@@ -432,11 +432,14 @@ class ClusterCache:
 
     def keep_finished(self, keys: Iterable[str]) -> None:
         """Forgets finished pods other than `keys` (those whose gang is still running or
-        waiting)."""
+        waiting), except any the unfinished-pods watch still holds: `finished_pods` did
+        not offer those, so nobody could ask to keep them (dropped, a member whose
+        success arrived before its DELETED was never counted again: the soak's hour)."""
         with self.lock:
             if self.finished:
                 keep = set(keys)
-                self.finished = {k: p for k, p in self.finished.items() if k in keep}
+                self.finished = {k: p for k, p in self.finished.items()
+                                 if k in keep or k in self.pods}
 
     def all_pods(self) -> tuple[list[PodRecord], dict[str, str]]:
         """Every unfinished pod, and pod key -> node of each assumed pod, read together."""

@@ -87,6 +87,9 @@ class GangRecord:
     remedies: tuple[str, ...] = ()
     bind_s: float = 0.0
     bound_pods: int = 0
+    pending_pods: int = 0
+    finished_pods: int = 0
+    """Members that ran to completion (they count toward minMember)."""
     gates: dict[str, int] = field(default_factory=dict)
     """Scheduling gate -> members that carry it."""
     solved_at: float = 0.0
@@ -136,5 +139,6 @@ class GangRecord:
             self.created = gang.created
         self.constraints = gang.spec.constraints
         self.bound_pods = gang.bound
+        self.pending_pods, self.finished_pods = len(gang.pending), gang.finished
         self.gates = gang.gate_names()
         self.waiting_for = gang.spec.waiting or ""

@@ -165,8 +165,9 @@ def explanation(state: GangRecord) -> Explanation:
         return Explanation(**base, verdict="waiting", summary=state.waiting_for)
     if state.phase is GangPhase.WAITING or result is None:
         return Explanation(**base, verdict="waiting",
-                           summary=f"waiting for members: {state.size} of {state.min_member} "
-                                   f"(minMember) exist, {state.bound_pods} bound")
+                           summary=f"waiting for members: minMember {state.min_member}, "
+                                   f"{state.pending_pods} pending, {state.bound_pods} bound, "
+                                   f"{state.finished_pods} finished")
     if state.phase is GangPhase.PREEMPTING and state.preemption is not None:
         flight = state.preemption
         return Explanation(**base, verdict="preempting",

@@ -417,6 +417,8 @@ def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     world.cycle()
     assert world.bound("other-") == {}
     assert world.record("Job", "other").phase is GangPhase.WAITING
+    assert explanation(world.record("Job", "other")).summary == (
+        "waiting for members: minMember 3, 2 pending, 0 bound, 0 finished")
     # Nor does a deleted one: the unfinished-pods watch says the same for both.
     _finishes(world, others[1], "z1-b1-r1-n1", phase="Deleted")
     world.cycle()

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.soak.replicas import ACCOUNT, token_kubeconfig, upstream_port
-from kube.resources import NODES, PODS, api_path
+from benchmarks.soak.replicas import account_token, token_kubeconfig, upstream_port
+from kube.resources import NODES, PODS
 from localcluster.bulk import create_all, ensure_namespace, wait_until
 from localcluster.cluster import LocalCluster
 from localcluster.ports import free_port
@@ -72,22 +72,6 @@ def _gang(name: str, scheduler: str, size: int) -> list[dict[str, Any]]:
                           "requests": {"cpu": "1", "nvidia.com/gpu": "1"},
                           "limits": {"nvidia.com/gpu": "1"}}}]}}
             for i in range(size)]
-
-
-def _token(kube: Any) -> str:
-    ensure_namespace(kube, ACCOUNT_NS)
-    kube.create(api_path("", "v1", "serviceaccounts", ACCOUNT_NS),
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ACCOUNT}})
-    kube.create(api_path("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "relist-phalanx"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": ACCOUNT_NS}]})
-    return str(kube.create(
-        api_path("", "v1", "serviceaccounts", ACCOUNT_NS, ACCOUNT, "token"),
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-         "spec": {"expirationSeconds": 86400}})["status"]["token"])
 
 
 class Gangs:
@@ -158,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                    >= args.nodes, 300, f"{args.nodes} nodes Ready", interval=2)
         ensure_namespace(kube, NS)
         create_all(kube, _background([n["metadata"]["name"] for n in nodes], args.pods))
-        token = _token(kube)
+        ensure_namespace(kube, ACCOUNT_NS)
+        token = account_token(kube, ACCOUNT_NS, "relist-phalanx", 86400)
         port = upstream_port(cluster.kubeconfig)
         kubeconfig = token_kubeconfig(cluster.kubeconfig, token, port,
                                       workdir / "scheduler.kubeconfig")

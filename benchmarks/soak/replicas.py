@@ -23,6 +23,7 @@ import yaml
 
 from benchmarks.soak.proxy import PausableProxy
 from benchmarks.soak.workload import SCHEDULER
+from kube import KubeClient, api_path
 from localcluster.ports import free_port
 
 LEASE_NS = "soak-system"
@@ -125,6 +126,24 @@ class Replica:
                 self.current.process.wait(10)
             self.current.ended = time.monotonic()
         self.proxy.stop()
+
+
+def account_token(kube: KubeClient, namespace: str, binding: str, seconds: int) -> str:
+    """A ServiceAccount (ACCOUNT in `namespace`, which must exist) bound to cluster-admin
+    and a token for it: the scheduler under test authenticates as a workload, not as the
+    admin (APF, admission policies and a restarted API server's RBAC treat it as one)."""
+    kube.create(api_path("", "v1", "serviceaccounts", namespace),
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ACCOUNT}})
+    kube.create(api_path("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}]})
+    return str(kube.create(
+        api_path("", "v1", "serviceaccounts", namespace, ACCOUNT, "token"),
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": seconds}})["status"]["token"])
 
 
 def token_kubeconfig(admin: Path, token: str, server_port: int, target: Path) -> Path:

@@ -74,6 +74,20 @@ def _incarnation_growth(run: Run, replicas: list[Replica]) -> Growth | None:
     return worst
 
 
+def _per_minute_cost(run: Run, requests: list[tuple[float, str]],
+                     spans: dict[str, list[tuple[float, float]]], what: str, state: str
+                     ) -> dict[str, float]:
+    """Each gang's most `requests` in a minute of its `spans`; one over the bound is a
+    violation (`what` and `state` name them in it)."""
+    worst = invariants.requests_per_gang_minute(requests, spans)
+    for name, count in sorted(worst.items()):
+        bound = invariants.request_bound(run.gangs[name].gang.size)
+        if count > bound:
+            run.violations.append((-1.0, f"gang {name}: {count:.0f} {what} in one minute of "
+                                         f"{state} (bound {bound})"))
+    return worst
+
+
 def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s: float
             ) -> dict[str, Any]:
     args = run.args
@@ -100,23 +114,13 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
     spans = {name: [(tr.gang.created_at, min(t for t in (
         tr.state.first_bound, tr.gang.deleted_at, run_s) if t is not None))]
         for name, tr in run.gangs.items()}
-    worst = invariants.requests_per_gang_minute(run.writes, spans)
-    for name, count in sorted(worst.items()):
-        bound = invariants.request_bound(run.gangs[name].gang.size)
-        if count > bound:
-            run.violations.append((-1.0, f"gang {name}: {count:.0f} scheduler requests in one "
-                                         f"minute of waiting (bound {bound})"))
+    worst = _per_minute_cost(run, run.writes, spans, "scheduler requests", "waiting")
     # Partly bound: from the first member's bind until the last one's; what it costs is
     # binds retried (a failed bind's retry backs off: design.md, All or nothing).
     partial = {name: [(tr.state.first_bound, min(t for t in (
         tr.state.complete, tr.gang.deleted_at, run_s) if t is not None))]
         for name, tr in run.gangs.items() if tr.state.first_bound is not None}
-    rebinds = invariants.requests_per_gang_minute(run.binds, partial)
-    for name, count in sorted(rebinds.items()):
-        bound = invariants.request_bound(run.gangs[name].gang.size)
-        if count > bound:
-            run.violations.append((-1.0, f"gang {name}: {count:.0f} binds in one minute of "
-                                         f"being partly bound (bound {bound})"))
+    rebinds = _per_minute_cost(run, run.binds, partial, "binds", "being partly bound")
     fault_free = max(1.0, ran_s - sum(min(end, ran_s) - start
                                       for start, end, kind, _ in run.faults
                                       if kind in BLOCKING and start < ran_s))

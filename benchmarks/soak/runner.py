@@ -29,7 +29,7 @@ from benchmarks.soak.faults import KWOK_LABEL, Context, cleanup_policies
 from benchmarks.soak.invariants import GangState
 from benchmarks.soak.judge import Judge, final_checks
 from benchmarks.soak.observer import View
-from benchmarks.soak.replicas import ACCOUNT, LEASE_NS, Replica, make_replicas
+from benchmarks.soak.replicas import LEASE_NS, Replica, account_token, make_replicas
 from benchmarks.soak.report import build_report
 from benchmarks.soak.state import Run, Tracked
 from benchmarks.soak.work import Work, finish_due
@@ -55,18 +55,7 @@ def _setup(cluster: LocalCluster, args: argparse.Namespace, run: Run
                >= args.nodes, 300, f"{args.nodes} nodes Ready", interval=2)
     for name in (NS, LEASE_NS):
         ensure_namespace(kube, name)
-    kube.create(api_path("", "v1", "serviceaccounts", LEASE_NS),
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ACCOUNT}})
-    kube.create(api_path("rbac.authorization.k8s.io", "v1", "clusterrolebindings"), {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "soak-phalanx"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": LEASE_NS}]})
-    token = kube.create(
-        api_path("", "v1", "serviceaccounts", LEASE_NS, ACCOUNT, "token"),
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-         "spec": {"expirationSeconds": int(args.minutes * 60 + 3600)}})["status"]["token"]
+    token = account_token(kube, LEASE_NS, "soak-phalanx", int(args.minutes * 60 + 3600))
     for name, value in PRIORITIES.items():
         kube.create(api_path("scheduling.k8s.io", "v1", "priorityclasses"), {
             "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",

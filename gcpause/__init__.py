@@ -77,6 +77,31 @@ def heap_line() -> str:
     return " ".join(f"{key}={value}" for key, value in heap_stats().items())
 
 
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's malloc.h
+MMAP_THRESHOLD = 256 * 1024
+"""Allocations from this size up get pages of their own, given back when freed."""
+MALLOC_ARENAS = 2
+
+
+def tune_heap() -> bool:
+    """Sets glibc's allocator for a long-running process of many threads under one GIL
+    (False where there is no glibc). Two settings, both against memory that a re-list
+    leaves kept for good:
+    - a fixed mmap threshold: by default glibc raises it to the size of each large block
+      freed (up to 32 MiB), after which multi-MiB list pages and response bodies come
+      from the heap and leave holes there that small long-lived objects then pin;
+    - two arenas instead of up to 8 per core: each watch thread would get its own, and
+      free space in one thread's arena serves no other thread. The GIL already
+      serialises nearly all allocation, so there is little lock contention to lose.
+    Call before threads start (an arena, once made, stays)."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
+        return False
+    fixed = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    shared = mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1
+    return bool(fixed and shared)
+
+
 def trim_heap() -> bool:
     """Returns the C heap's free pages to the system (glibc's malloc_trim); False where
     there is no glibc. After a large list is decoded and dropped, glibc keeps the freed

@@ -23,9 +23,10 @@ The domain tree is rebuilt only when a node changed (its generation moved). What
 pods use per node is kept up to date event by event (a fleet has a million pods: summing
 them for every snapshot would cost seconds per cycle).
 
-Pods arrive from the watch as WirePods (`topology.records.PodWire`: only the fields
-placement reads, decoded straight from the API server's bytes) or, from tests and files,
-as plain dicts; both become the same PodRecords.
+Pods and nodes arrive from the watches as WirePods and WireNodes
+(`topology.records.PodWire`, `NodeWire`: only the fields placement reads, decoded
+straight from the API server's bytes) or, from tests and files, as plain dicts; both
+become the same records.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from scheduler.collaborators import BindResult
 from topology.presets import Preset
 from topology.records import (
     NodeRecord,
+    NodeWire,
     PodRecord,
     PodWire,
     RecordError,
+    WireNode,
     WirePod,
-    node_from_json,
 )
 from topology.snapshot import (
     DomainTree,
@@ -138,6 +140,8 @@ class ClusterCache:
         self.freed = 0
         """Counts room given back, so a gang that did not fit knows when to look again."""
         self._tree: tuple[int, DomainTree] | None = None
+        self.node_wire = NodeWire()
+        """Decodes the node watch's bytes (only what placement reads) and parses nodes."""
         self.pod_wire = PodWire()
         """Decodes the pod watch's bytes and parses pods (shared parts remembered)."""
         self.finished_wire = PodWire()
@@ -180,8 +184,8 @@ class ClusterCache:
             records = [self._parse(kind, item, parse) for item in items]
         return [r for r in records if r is not None]
 
-    def parse_nodes(self, items: list[Raw]) -> list[NodeRecord]:
-        return self._parse_all("node", items, node_from_json)
+    def parse_nodes(self, items: list[Raw | WireNode]) -> list[NodeRecord]:
+        return self._parse_all("node", items, self.node_wire.record)
 
     def install_nodes(self, records: list[NodeRecord]) -> None:
         with self.lock:
@@ -189,13 +193,12 @@ class ClusterCache:
             self.node_generation += 1
         self.on_change(Change.NODES)
 
-    def node_event(self, kind: str, raw: Raw) -> None:
-        name = (raw.get("metadata") or {}).get("name")
+    def node_event(self, kind: str, raw: Raw | WireNode) -> None:
         with self.lock:
             if kind == "DELETED":
-                self.nodes.pop(str(name), None)
+                self.nodes.pop(self.node_wire.name(raw), None)
             else:
-                record = self._parse("node", raw, node_from_json)
+                record = self._parse("node", raw, self.node_wire.record)
                 if record is None:
                     return
                 if self.nodes.get(record.name) == record:
@@ -423,23 +426,27 @@ class ClusterCache:
         with self.lock:
             return self.objects.get(resource, {}).get(f"{namespace}/{name}")
 
+    def _unfinished_yet(self, key: str) -> bool:
+        """A pod the unfinished-pods watch still holds is not finished yet, whatever the
+        succeeded-pods watch said: the two are separate streams, and a pod counts once, as
+        the cache last saw it unfinished, until that watch's DELETED arrives."""
+        return key in self.pods
+
     def finished_pods(self) -> list[PodRecord]:
-        """Succeeded pods, except any the unfinished-pods watch still holds (the two
-        watches are two streams: a pod is counted once, as the cache last saw it
-        unfinished, until that watch's DELETED arrives)."""
+        """Succeeded pods, except any not finished yet (`_unfinished_yet`)."""
         with self.lock:
-            return [p for k, p in self.finished.items() if k not in self.pods]
+            return [p for k, p in self.finished.items() if not self._unfinished_yet(k)]
 
     def keep_finished(self, keys: Iterable[str]) -> None:
         """Forgets finished pods other than `keys` (those whose gang is still running or
-        waiting), except any the unfinished-pods watch still holds: `finished_pods` did
-        not offer those, so nobody could ask to keep them (dropped, a member whose
-        success arrived before its DELETED was never counted again: the soak's hour)."""
+        waiting), except any not finished yet: `finished_pods` did not offer those, so
+        nobody could ask to keep them (dropped, a member whose success arrived before its
+        DELETED was never counted again: the soak's hour)."""
         with self.lock:
             if self.finished:
                 keep = set(keys)
                 self.finished = {k: p for k, p in self.finished.items()
-                                 if k in keep or k in self.pods}
+                                 if k in keep or self._unfinished_yet(k)}
 
     def all_pods(self) -> tuple[list[PodRecord], dict[str, str]]:
         """Every unfinished pod, and pod key -> node of each assumed pod, read together."""
@@ -557,8 +564,10 @@ def _add_usage(used: dict[str, dict[str, int]], placed: list[tuple[str, PodRecor
             slot[name] = slot.get(name, 0) + amount
 
 
-def _identity(raw: Raw | WirePod) -> tuple[str, str, str, str]:
+def _identity(raw: Raw | WirePod | WireNode) -> tuple[str, str, str, str]:
     """(namespace, name, uid, schedulerName) of an object that could not be parsed."""
+    if isinstance(raw, WireNode):
+        return "default", str(raw.metadata.name), "", "default-scheduler"
     if isinstance(raw, WirePod):
         meta, spec = raw.metadata, raw.spec
         return (str((meta.namespace if meta else None) or "default"),

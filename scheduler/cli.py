@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import yaml
 
-from gcpause import gc_paused, heap_line, trim_heap
+from gcpause import gc_paused, heap_line, trim_heap, tune_heap
 from scheduler.gang import GANG_NAME
 from scheduler.offline import gang_of
 from scheduler.request import request_for
@@ -174,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s "
                                "msg=%(message)s")
+    tune_heap()  # before any thread of ours makes an arena
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -56,7 +56,8 @@ class Informers:
         cache = self.cache
         self.watchers = [
             Watcher(self.kube, NODES.path(), name="nodes", convert=cache.parse_nodes,
-                    on_replace=cache.install_nodes, on_event=cache.node_event),
+                    on_replace=cache.install_nodes, on_event=cache.node_event,
+                    wire=cache.node_wire),
             Watcher(self.kube, PODS.path(), name="pods", convert=cache.parse_pods,
                     on_replace=cache.install_pods, on_event=cache.pod_event,
                     wire=cache.pod_wire, query={"fieldSelector": UNFINISHED}),

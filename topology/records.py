@@ -33,14 +33,17 @@ from topology.selectors import Requirement, SelectorTerm, parse_node_terms
 __all__ = [
     "BLOCKING_EFFECTS",
     "NodeRecord",
+    "NodeWire",
     "OwnerRef",
     "PodRecord",
     "PodWire",
     "RecordError",
     "Requirement",
     "SelectorTerm",
+    "StructWire",
     "Taint",
     "Toleration",
+    "WireNode",
     "WirePod",
     "node_from_json",
     "nodes_from_list_bytes",
@@ -234,6 +237,7 @@ class _WireCondition(msgspec.Struct, gc=False):
 
 class _WireNodeMeta(msgspec.Struct, gc=False):
     name: Any = None
+    resourceVersion: Any = None
     labels: dict[str, str] | None = None
 
 
@@ -247,19 +251,38 @@ class _WireNodeStatus(msgspec.Struct, gc=False):
     conditions: list[_WireCondition] | None = None
 
 
-class _WireNode(msgspec.Struct, gc=False):
+class WireNode(msgspec.Struct, gc=False):
+    """A node (or, in a watch ERROR event, a Status: `status` is then a string and
+    `code`, `reason`, `message` are set) with only what placement reads."""
+
     kind: Any = None
     metadata: _WireNodeMeta = msgspec.field(default_factory=_WireNodeMeta)
     spec: _WireNodeSpec = msgspec.field(default_factory=_WireNodeSpec)
-    status: _WireNodeStatus = msgspec.field(default_factory=_WireNodeStatus)
+    status: _WireNodeStatus | str | None = None
+    code: Any = None
+    reason: Any = None
+    message: Any = None
+
+
+class _WireListMeta(msgspec.Struct, gc=False):
+    resourceVersion: str = ""
+    # "continue" is a Python keyword: renamed on the wire.
+    next: str = msgspec.field(default="", name="continue")
 
 
 class _WireNodeList(msgspec.Struct, gc=False):
     kind: str = ""
-    items: list[_WireNode] = msgspec.field(default_factory=list)
+    metadata: _WireListMeta = msgspec.field(default_factory=_WireListMeta)
+    items: list[WireNode] = msgspec.field(default_factory=list)
+
+
+class _WireNodeEvent(msgspec.Struct, gc=False):
+    type: str = ""
+    object: WireNode = msgspec.field(default_factory=WireNode)
 
 
 _NODE_LIST = msgspec.json.Decoder(_WireNodeList)
+_NO_NODE_STATUS = _WireNodeStatus()
 
 
 def _wire_ready(conditions: list[_WireCondition] | None) -> bool:
@@ -268,6 +291,13 @@ def _wire_ready(conditions: list[_WireCondition] | None) -> bool:
         if condition.type == "Ready":
             ready = condition.status == "True"
     return ready
+
+
+def _wire_node_record(node: WireNode) -> NodeRecord:
+    status = node.status if isinstance(node.status, _WireNodeStatus) else _NO_NODE_STATUS
+    return _node_record(node.metadata.name, node.metadata.labels, node.spec.taints,
+                        node.spec.unschedulable, status.allocatable,
+                        _wire_ready(status.conditions), labels_checked=True)
 
 
 def nodes_from_list_bytes(data: bytes) -> list[NodeRecord] | None:
@@ -282,10 +312,76 @@ def nodes_from_list_bytes(data: bytes) -> list[NodeRecord] | None:
         return None
     if listed.kind != "NodeList":
         return None
-    return [_node_record(n.metadata.name, n.metadata.labels, n.spec.taints,
-                         n.spec.unschedulable, n.status.allocatable,
-                         _wire_ready(n.status.conditions), labels_checked=True)
-            for n in listed.items if n.kind in (None, "Node")]
+    return [_wire_node_record(n) for n in listed.items if n.kind in (None, "Node")]
+
+
+class StructWire:
+    """kube.watch's WireFormat over msgspec structs that name only what placement reads:
+    every other field is skipped without being built. Decoding whole objects into dicts
+    is most of what a list costs, and the dicts of a re-list (a few KiB per object,
+    interleaved with the records kept) are what fragments the heap so that RSS stays at
+    the re-list's high-water mark. A page or event the structs cannot take (a field of
+    another type than the API's) falls back to plain dicts, which the dict path reads and
+    reports on object by object."""
+
+    def __init__(self, listed: type[Any], event: type[Any]) -> None:
+        self._list = msgspec.json.Decoder(listed)
+        self._event = msgspec.json.Decoder(event)
+
+    def page(self, data: bytes) -> tuple[list[Any], str, str]:
+        """(items, resourceVersion, continue token) of one list page."""
+        try:
+            page = self._list.decode(data)
+        except msgspec.ValidationError:
+            raw = orjson.loads(data)
+            meta = raw.get("metadata") or {}
+            return (list(raw.get("items") or ()), str(meta.get("resourceVersion") or ""),
+                    str(meta.get("continue") or ""))
+        return page.items, page.metadata.resourceVersion, page.metadata.next
+
+    def event(self, line: bytes) -> tuple[str, Any]:
+        """(type, object) of one watch event line; the object is a struct, or a dict
+        where the structs cannot take it."""
+        try:
+            event = self._event.decode(line)
+        except msgspec.ValidationError:
+            raw = orjson.loads(line)
+            return str(raw.get("type")), raw.get("object") or {}
+        return event.type, event.object
+
+    @staticmethod
+    def version(obj: Any) -> str:
+        if isinstance(obj, dict):
+            return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        meta = obj.metadata
+        return str(meta.resourceVersion or "") if meta is not None else ""
+
+    @staticmethod
+    def error(obj: Any) -> tuple[int, str, str]:
+        if isinstance(obj, dict):
+            return (int(obj.get("code") or 500), str(obj.get("reason")),
+                    str(obj.get("message")))
+        return int(obj.code or 500), str(obj.reason), str(obj.message)
+
+
+class NodeWire(StructWire):
+    """Decodes node lists and node watch events into WireNodes and turns those into
+    NodeRecords (the dict path, `node_from_json`, for what fell back to dicts)."""
+
+    def __init__(self) -> None:
+        super().__init__(_WireNodeList, _WireNodeEvent)
+
+    @staticmethod
+    def record(node: WireNode | dict[str, Any]) -> NodeRecord:
+        if isinstance(node, WireNode):
+            return _wire_node_record(node)
+        return node_from_json(node)
+
+    @staticmethod
+    def name(node: WireNode | dict[str, Any]) -> str:
+        if isinstance(node, WireNode):
+            return str(node.metadata.name)
+        return str((node.get("metadata") or {}).get("name"))
 
 
 def _container_requests(obj: str, where: str, container: Any) -> dict[str, int]:
@@ -547,12 +643,6 @@ class WirePod(msgspec.Struct, gc=False):
         return f"{meta.namespace or 'default'}/{meta.name}"
 
 
-class _WireListMeta(msgspec.Struct, gc=False):
-    resourceVersion: str = ""
-    # "continue" is a Python keyword: renamed on the wire.
-    next: str = msgspec.field(default="", name="continue")
-
-
 class _WireList(msgspec.Struct, gc=False):
     metadata: _WireListMeta = msgspec.field(default_factory=_WireListMeta)
     items: list[WirePod] = msgspec.field(default_factory=list)
@@ -579,53 +669,16 @@ def _loads(raw: msgspec.Raw | bytes) -> Any:
     return orjson.loads(raw) if raw else None
 
 
-class PodWire:
+class PodWire(StructWire):
     """Decodes pod lists and pod watch events from the API server's bytes into WirePods
     and turns those into PodRecords, sharing what pods of one template have in common
     (the records are read-only, so one dict or tuple serves them all)."""
 
     def __init__(self) -> None:
-        self._list = msgspec.json.Decoder(_WireList)
-        self._event = msgspec.json.Decoder(_WireEvent)
+        super().__init__(_WireList, _WireEvent)
         self._memo: dict[str, dict[Any, Any]] = {kind: {} for kind in (
             "labels", "annotations", "owner", "requests", "node_affinity", "tolerations",
             "inter_pod")}
-
-    # -- bytes -> WirePods (kube.watch's WireFormat) ---------------------------------------
-    def page(self, data: bytes) -> tuple[list[Any], str, str]:
-        """(items, resourceVersion, continue token) of one page of a pod list. A page the
-        structs cannot take (a field of another type than the API's) falls back to plain
-        dicts, which `pod_from_json` reads and reports on pod by pod."""
-        try:
-            page = self._list.decode(data)
-        except msgspec.ValidationError:
-            raw = orjson.loads(data)
-            meta = raw.get("metadata") or {}
-            return (list(raw.get("items") or ()), str(meta.get("resourceVersion") or ""),
-                    str(meta.get("continue") or ""))
-        return page.items, page.metadata.resourceVersion, page.metadata.next
-
-    def event(self, line: bytes) -> tuple[str, Any]:
-        """(type, object) of one watch event line; the object is a WirePod, or a dict
-        where the structs cannot take it."""
-        try:
-            event = self._event.decode(line)
-        except msgspec.ValidationError:
-            raw = orjson.loads(line)
-            return str(raw.get("type")), raw.get("object") or {}
-        return event.type, event.object
-
-    @staticmethod
-    def version(obj: Any) -> str:
-        if isinstance(obj, WirePod):
-            return str(obj.metadata.resourceVersion or "") if obj.metadata else ""
-        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-    @staticmethod
-    def error(obj: Any) -> tuple[int, str, str]:
-        if isinstance(obj, WirePod):
-            return int(obj.code or 500), str(obj.reason), str(obj.message)
-        return int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message"))
 
     # -- WirePod -> PodRecord ----------------------------------------------------------------
     def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:

@@ -128,8 +128,8 @@ class ClusterCache:
         count toward their gang's minMember (a Job's pods finish while others of its
         gang may still wait). The unfinished-pods watch cannot tell them: a pod leaving a
         field-selected watch is reported DELETED with its *previous* state (the API
-        server's cacher, cache_watcher.go), exactly as a deleted one. The cycle keeps
-        only those whose gang still has unfinished members (`keep_finished`)."""
+        server's cacher, cache_watcher.go), exactly as a deleted one. The cycle forgets
+        those no gang with unfinished members needs (`forget_finished`)."""
         self.bad_objects: dict[str, str] = {}
         """Nodes that could not be parsed, by kind/name: never fatal."""
         self.bad_pods: dict[str, BadPod] = {}
@@ -426,27 +426,25 @@ class ClusterCache:
         with self.lock:
             return self.objects.get(resource, {}).get(f"{namespace}/{name}")
 
-    def _unfinished_yet(self, key: str) -> bool:
-        """A pod the unfinished-pods watch still holds is not finished yet, whatever the
-        succeeded-pods watch said: the two are separate streams, and a pod counts once, as
-        the cache last saw it unfinished, until that watch's DELETED arrives."""
-        return key in self.pods
-
     def finished_pods(self) -> list[PodRecord]:
-        """Succeeded pods, except any not finished yet (`_unfinished_yet`)."""
+        """Succeeded pods, except any the unfinished-pods watch still holds: the two
+        watches are separate streams, and a pod counts once, as the cache last saw it
+        unfinished, until that watch's DELETED arrives."""
         with self.lock:
-            return [p for k, p in self.finished.items() if not self._unfinished_yet(k)]
+            return [p for k, p in self.finished.items() if k not in self.pods]
 
-    def keep_finished(self, keys: Iterable[str]) -> None:
-        """Forgets finished pods other than `keys` (those whose gang is still running or
-        waiting), except any not finished yet: `finished_pods` did not offer those, so
-        nobody could ask to keep them (dropped, a member whose success arrived before its
-        DELETED was never counted again: the soak's hour)."""
+    def forget_finished(self, offered: Iterable[PodRecord]) -> None:
+        """Forgets these finished pods, offered by `finished_pods` and needed by no gang
+        with unfinished members, unless a newer record replaced them since. Only what
+        was offered: a success that arrived after the offer is for the next cycle to
+        judge. (Pruning to "what discovery kept" forgot, unread, a success that arrived
+        while discovery ran, or one whose DELETED had not come yet: members bound and
+        finished were never counted again, and the rest of their gang waited for good —
+        the soak's first two hours.)"""
         with self.lock:
-            if self.finished:
-                keep = set(keys)
-                self.finished = {k: p for k, p in self.finished.items()
-                                 if k in keep or self._unfinished_yet(k)}
+            for pod in offered:
+                if self.finished.get(pod.key) is pod:
+                    del self.finished[pod.key]
 
     def all_pods(self) -> tuple[list[PodRecord], dict[str, str]]:
         """Every unfinished pod, and pod key -> node of each assumed pod, read together."""

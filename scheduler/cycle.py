@@ -151,7 +151,8 @@ class Scheduler:
                          sources=self.sources, objects=self.objects, claims=self.claims)
         self.gang_of = found.gang_of
         if finished:
-            self.cluster.keep_finished(found.finished_kept)
+            kept = found.finished_kept
+            self.cluster.forget_finished(p for p in finished if p.key not in kept)
         for gang in sorted(found.gangs, key=lambda g: (-g.priority, g.created, g.key)):
             if not self.leadership.leading():
                 return  # lost the Lease mid-cycle: the new leader takes it from here

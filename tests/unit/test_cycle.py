@@ -381,6 +381,37 @@ def _finishes(world: World, pod: PodRecord, node_name: str, phase: str = "Succee
         event()
 
 
+def test_a_success_arriving_while_a_cycle_runs_is_judged_by_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (soak, issue 20, the third hour): a member's success that arrived after
+    the cycle read the finished pods and before it pruned them was pruned unread, so
+    g1041-jobset counted 36 of its 40 finished members (and g1052-job 16 of 20) and its
+    24 refused members waited for good, until a standby with a fresh list took over."""
+    world = World()
+    world.lookup.put(JOBS, "batch", {"parallelism": 4})
+    pods = world.pods("batch", 4, kind="Job")
+    _finishes(world, pods[0], "z1-b1-r1-n0")
+    # batch-1 was bound and ran; its DELETED is here, its success not yet ...
+    world.cache.pod_event("MODIFIED", _as_json(pods[1], "z1-b1-r1-n0", "Running"))
+    world.cache.pod_event("DELETED", _as_json(pods[1], "z1-b1-r1-n0", "Running"))
+    read = world.cache.finished_pods
+
+    def read_then_success() -> list[PodRecord]:
+        offered = read()
+        # ... and arrives on the succeeded-pods watch's thread while the cycle runs.
+        world.cache.finished_event("ADDED", _as_json(pods[1], "z1-b1-r1-n0", "Succeeded"))
+        return offered
+
+    monkeypatch.setattr(world.cache, "finished_pods", read_then_success)
+    world.cycle()
+    monkeypatch.undo()
+    assert world.bound("batch-") == {}  # 1 finished + 2 pending: not yet
+    assert f"{NS}/batch-1" in world.cache.finished
+    world.cycle()
+    assert sorted(world.bound("batch-")) == ["batch-2", "batch-3"]
+    assert world.record("Job", "batch").phase is GangPhase.BOUND
+
+
 def test_members_that_finished_count_and_the_rest_are_placed() -> None:
     """Regression (soak, issue 20): a JobSet's pods bound while 20 others were refused
     ran to completion and left the unfinished-pods watch; the 20 then waited for 64

@@ -37,7 +37,7 @@ class Runner:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.cache = ClusterCache(config.preset, on_change=self._changed)
-        self.informers = Informers(kube, self.cache)
+        self.informers = Informers(kube, self.cache, config.scheduler_name)
         self.binder = Binder(kube, config.bind_concurrency, allowed=self.leadership.leading)
         self.events = EventRecorder(kube, config.scheduler_name)
         self.metrics = SchedulerMetrics()

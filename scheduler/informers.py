@@ -32,10 +32,6 @@ from kube.resources import (
 from scheduler.cache import ClusterCache
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
-SUCCEEDED = "status.phase=Succeeded"
-"""Pods that ran to completion: members that still count toward their gang (a pod
-leaving the UNFINISHED watch is reported DELETED with its previous state, so that watch
-cannot tell a finished pod from a deleted one)."""
 WATCHED_OBJECTS = (NAMESPACES, PVCS, PVS, STORAGE_CLASSES, CSI_NODES, PDBS)
 GANG_OBJECTS = (POD_GROUPS, NATIVE_POD_GROUPS, VOLCANO_POD_GROUPS, JOBSETS, LEADER_WORKER_SETS,
                 *TRAINING_JOBS.values())
@@ -45,10 +41,23 @@ OPTIONAL_CHECK_S = 10.0
 """How often an optional resource that is not served yet is looked for."""
 
 
+def succeeded_of(scheduler_name: str) -> str:
+    """The field selector of this scheduler's pods that ran to completion: members that
+    still count toward their gang (a pod leaving the UNFINISHED watch is reported DELETED
+    with its previous state, so that watch cannot tell a finished pod from a deleted
+    one). Only this scheduler's: a cluster's completed pods are mostly other schedulers'
+    batch Jobs, each decoded at every re-list otherwise, and a gang's waiting members
+    are this scheduler's pods (another scheduler's pending pods are nobody's members)."""
+    # As apimachinery's fields.EscapeValue: a value's \, comma and = are escaped.
+    value = scheduler_name.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+    return f"status.phase=Succeeded,spec.schedulerName={value}"
+
+
 class Informers:
-    def __init__(self, kube: KubeClient, cache: ClusterCache,
+    def __init__(self, kube: KubeClient, cache: ClusterCache, scheduler_name: str,
                  optional: tuple[Resource, ...] = GANG_OBJECTS) -> None:
         self.kube, self.cache, self.optional = kube, cache, optional
+        self.scheduler_name = scheduler_name
         self.watchers: list[Watcher] = []
         self._checked: dict[Resource, float] = {}
 
@@ -64,7 +73,7 @@ class Informers:
             Watcher(self.kube, PODS.path(), name="succeeded-pods",
                     convert=cache.parse_finished, on_replace=cache.install_finished,
                     on_event=cache.finished_event, wire=cache.finished_wire,
-                    query={"fieldSelector": SUCCEEDED}),
+                    query={"fieldSelector": succeeded_of(self.scheduler_name)}),
         ]
         # Namespaces (for namespaceSelector), and the claims, volumes and classes that
         # volume binding reads: small next to pods, always served.

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def cache(kube):
     cache = ClusterCache(resolve_preset("aws"))
-    informers = Informers(kube, cache).start()
+    informers = Informers(kube, cache, "phalanx").start()
     assert informers.wait_synced(60)
     yield cache
     informers.stop()
@@ -82,17 +82,23 @@ def test_a_pod_that_succeeds_is_kept_apart_from_one_deleted(kube, cache):
     ensure_namespace(kube, "cache-test")
     pods = [{"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": name, "namespace": "cache-test"},
-             "spec": {"nodeName": "cachetest-nowhere", "containers": [
-                 {"name": "c", "image": "x"}]}} for name in ("succeeds", "deleted")]
+             "spec": {"nodeName": "cachetest-nowhere", "schedulerName": scheduler,
+                      "containers": [{"name": "c", "image": "x"}]}}
+            for name, scheduler in (("succeeds", "phalanx"), ("deleted", "phalanx"),
+                                    ("others-succeeds", "default-scheduler"))]
     create_all(kube, pods)
-    keys = {"cache-test/succeeds", "cache-test/deleted"}
-    wait_until(lambda: keys <= set(cache.pods), 30, "both pods in the cache")
-    kube.call("PATCH", api_path("", "v1", "pods", "cache-test", "succeeds", "status"),
-              body={"status": {"phase": "Succeeded"}},
-              content_type="application/merge-patch+json")
+    keys = {"cache-test/succeeds", "cache-test/deleted", "cache-test/others-succeeds"}
+    wait_until(lambda: keys <= set(cache.pods), 30, "the pods in the cache")
+    for name in ("others-succeeds", "succeeds"):  # in this order: see the assertion
+        kube.call("PATCH", api_path("", "v1", "pods", "cache-test", name, "status"),
+                  body={"status": {"phase": "Succeeded"}},
+                  content_type="application/merge-patch+json")
     kube.delete(api_path("", "v1", "pods", "cache-test", "deleted"), gracePeriodSeconds=0)
-    wait_until(lambda: not keys & set(cache.pods), 30, "both gone from the unfinished pods")
+    wait_until(lambda: not keys & set(cache.pods), 30, "all gone from the unfinished pods")
     wait_until(lambda: "cache-test/succeeds" in cache.finished, 30, "success seen")
+    # Another scheduler's completed pods are nobody's members: the API server filters
+    # them out (the selector names this scheduler), so they are never even decoded. (Its
+    # success came first, so had it been sent it would have been seen by now.)
     assert [p.key for p in cache.finished_pods() if p.namespace == "cache-test"] == [
         "cache-test/succeeds"]
     assert cache.finished["cache-test/succeeds"].phase == "Succeeded"

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +71,20 @@ def heap_stats() -> dict[str, int]:
         stats["malloc_used_kib"] = (info.uordblks + info.hblkhd) // 1024
         stats["malloc_free_kib"] = info.fordblks // 1024
     return stats
+
+
+def census(top: int = 20) -> str:
+    """The most numerous live objects the cyclic GC tracks (containers and instances;
+    not strings or numbers), by type, as `module.Type=count` fields: where growth in
+    live Python blocks comes from. Walks every tracked object (~0.3 s per million):
+    asked for (SIGUSR1 to `phalanx run`), never periodic."""
+    counts = Counter(type(o) for o in gc.get_objects())
+    return " ".join(f"{_type_name(kind)}={count}" for kind, count in counts.most_common(top))
+
+
+def _type_name(kind: type) -> str:
+    """module.Qualname, one token (a generated class's name may hold spaces)."""
+    return "".join(f"{kind.__module__}.{kind.__qualname__}".split())
 
 
 def heap_line() -> str:

@@ -8,7 +8,6 @@ import sys
 import orjson
 import pytest
 
-from gcpause import tune_heap
 from scheduler.cache import ClusterCache
 from topology.presets import resolve_preset
 from topology.records import NodeWire, RecordError, WireNode, node_from_json
@@ -102,7 +101,3 @@ def test_the_wire_path_builds_a_fraction_of_the_dict_paths_objects():
         return held
 
     assert blocks_held(NodeWire().page) * 5 < blocks_held(orjson.loads)
-
-
-def test_the_allocator_takes_the_long_run_settings():
-    assert sys.platform != "linux" or tune_heap()

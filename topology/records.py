@@ -597,6 +597,37 @@ class _WireAffinity(msgspec.Struct, gc=False):
     podAntiAffinity: msgspec.Raw = _NO_RAW
 
 
+class _WireContainer(msgspec.Struct, gc=False):
+    """What placement reads of a container. Not the whole container's JSON: the service
+    account admission plugin mounts each pod's token under a random volume name, and
+    controllers write per-pod env (a rank), so no two pods' containers are the same
+    JSON and a memo keyed by it held one entry per pod ever seen."""
+
+    name: Any = None
+    resources: msgspec.Raw = _NO_RAW
+    ports: msgspec.Raw = _NO_RAW
+    restartPolicy: Any = None
+
+
+Containers = tuple[tuple[Any, bytes, bytes, Any], ...] | None
+"""A container list as a memo key: (name, resources JSON, ports JSON, restartPolicy)."""
+
+
+def _containers_key(containers: list[_WireContainer] | None) -> Containers:
+    if containers is None:
+        return None
+    return tuple((c.name, bytes(c.resources), bytes(c.ports), c.restartPolicy)
+                 for c in containers)
+
+
+def _containers_json(key: Containers) -> list[dict[str, Any]] | None:
+    """The containers as the dict path reads them, from their memo key."""
+    if key is None:
+        return None
+    return [{"name": name, "resources": _loads(resources), "ports": _loads(ports),
+             "restartPolicy": policy} for name, resources, ports, policy in key]
+
+
 class _WireSpec(msgspec.Struct, gc=False):
     nodeName: Any = None
     schedulerName: Any = None
@@ -607,8 +638,8 @@ class _WireSpec(msgspec.Struct, gc=False):
     schedulingGroup: Any = None
     affinity: _WireAffinity | None = None
     tolerations: msgspec.Raw = _NO_RAW
-    containers: msgspec.Raw = _NO_RAW
-    initContainers: msgspec.Raw = _NO_RAW
+    containers: list[_WireContainer] | None = None
+    initContainers: list[_WireContainer] | None = None
     resources: msgspec.Raw = _NO_RAW
     overhead: msgspec.Raw = _NO_RAW
     volumes: msgspec.Raw = _NO_RAW
@@ -734,13 +765,15 @@ class PodWire(StructWire):
         owner = memo["owner"].get(owners, _MISSING)
         if owner is _MISSING:
             owner = self._cached("owner", owners, lambda: _owner(_loads(owners)))
-        containers, init = bytes(spec.containers), bytes(spec.initContainers)
+        containers = _containers_key(spec.containers)
+        init = _containers_key(spec.initContainers)
         resources, overhead = bytes(spec.resources), bytes(spec.overhead)
         requests_key = (containers, init, resources, overhead)
         requests = memo["requests"].get(requests_key, _MISSING)
         if requests is _MISSING:
             requests = self._cached("requests", requests_key, lambda: effective_requests(
-                obj, {"containers": _loads(containers), "initContainers": _loads(init),
+                obj, {"containers": _containers_json(containers),
+                      "initContainers": _containers_json(init),
                       "resources": _loads(resources), "overhead": _loads(overhead)}))
         affinity = spec.affinity or _NO_AFFINITY
         node_affinity = bytes(affinity.nodeAffinity)
@@ -773,12 +806,14 @@ class PodWire(StructWire):
                        policy=spec.preemptionPolicy, node_selector=spec.nodeSelector,
                        gates=spec.schedulingGates, group=spec.schedulingGroup)
 
-    def _inter_pod(self, obj: str, affinity: _WireAffinity, spec: _WireSpec, containers: bytes,
-                   init: bytes, labels: dict[str, str], labels_raw: bytes) -> InterPod:
+    def _inter_pod(self, obj: str, affinity: _WireAffinity, spec: _WireSpec,
+                   containers: Containers, init: Containers, labels: dict[str, str],
+                   labels_raw: bytes) -> InterPod:
         pod_affinity, anti = bytes(affinity.podAffinity), bytes(affinity.podAntiAffinity)
         spread = bytes(spec.topologySpreadConstraints)
-        key: tuple[bytes, ...] = (pod_affinity, anti, spread, containers, init)
-        if (pod_affinity or anti or spread) and any(b"LabelKeys" in part for part in key[:3]):
+        key: tuple[Any, ...] = (pod_affinity, anti, spread, containers, init)
+        if (pod_affinity or anti or spread) and any(
+                b"LabelKeys" in part for part in (pod_affinity, anti, spread)):
             key += (labels_raw,)  # matchLabelKeys read the pod's own labels
         rules: InterPod
         found = self._memo["inter_pod"].get(key, _MISSING)
@@ -789,5 +824,6 @@ class PodWire(StructWire):
             "affinity": {"podAffinity": _loads(pod_affinity),
                          "podAntiAffinity": _loads(anti)},
             "topologySpreadConstraints": _loads(spread),
-            "containers": _loads(containers), "initContainers": _loads(init)}, labels))
+            "containers": _containers_json(containers),
+            "initContainers": _containers_json(init)}, labels))
         return rules

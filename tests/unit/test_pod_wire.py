@@ -207,3 +207,27 @@ def test_what_a_deleted_pod_alone_used_is_forgotten():
     assert len(wire._memo["labels"]) == 0 and len(wire._memo["owner"]) == 0
     event("ADDED", 7)  # and a pod like one forgotten reads as it did
     assert list(cache.pods.values()) == [pod_from_json(pod(7))]
+
+
+def test_pods_of_one_template_share_their_parsed_containers():
+    """Regression (soak, issue 20): the service account admission plugin mounts each
+    pod's token under a random volume name and controllers write per-pod env (a rank),
+    so no two real pods' containers are the same JSON. Keyed by that JSON, the requests
+    and host-port memos held one entry per pod ever seen (~1.5 KiB each, never
+    forgotten: every scheduler process of the soak's hour grew by hundreds of thousands
+    of live blocks). Keyed by what placement reads, a template's pods share one."""
+    wire = PodWire()
+    pods = []
+    for index in range(50):
+        made = rich_pod(f"p-{index}")
+        for container in made["spec"]["containers"]:
+            container["env"] = [{"name": "RANK", "value": str(index)}]
+            container["volumeMounts"] = [{"name": f"kube-api-access-{index:05x}",
+                                          "mountPath": "/var/run/secrets"}]
+        pods.append(made)
+    records = through_wire(wire, pods)
+    assert records == [pod_from_json(p) for p in pods]
+    # (rich_pod's matchLabelKeys read its own "job" label: one rule set per value of it)
+    jobs = {p["metadata"]["labels"]["job"] for p in pods}
+    assert len(wire._memo["requests"]) == 1 and len(wire._memo["inter_pod"]) == len(jobs)
+    assert len({id(r.requests) for r in records}) == 1

@@ -76,8 +76,8 @@ def heap_stats() -> dict[str, int]:
 def census(top: int = 20) -> str:
     """The most numerous live objects the cyclic GC tracks (containers and instances;
     not strings or numbers), by type, as `module.Type=count` fields: where growth in
-    live Python blocks comes from. Walks every tracked object (~0.3 s per million):
-    asked for (SIGUSR1 to `phalanx run`), never periodic."""
+    live Python blocks comes from. Walks every tracked object (measured: 0.05 s for
+    716k), so it is asked for (SIGUSR1 to `phalanx run`), never periodic."""
     counts = Counter(type(o) for o in gc.get_objects())
     return " ".join(f"{_type_name(kind)}={count}" for kind, count in counts.most_common(top))
 

@@ -181,5 +181,8 @@ def test_killed_at_any_moment_and_restarted_binds_each_pod_once(kube, local_clus
     scheduled = Counter(e["involvedObject"]["name"] for e in kube.get(
         api_path("", "v1", "events", NS))["items"] if e["reason"] == "Scheduled"
         and e["involvedObject"]["name"].startswith("crash-"))
-    assert max(scheduled.values()) == 1, scheduled  # never bound twice
+    # Never bound twice. (A process killed right after its binds may not have written
+    # their Scheduled Events yet, and its successor rightly binds nothing: then there are
+    # none, as in a fresh-clone run of e837508.)
+    assert max(scheduled.values(), default=0) <= 1, scheduled
     kube.delete(api_path("apps", "v1", "statefulsets", NS, "crash"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +46,12 @@ class DomainTree:
     index: Mapping[str, int]
     unlabelled: tuple[str, ...]
     """Names of nodes that lack at least one level's label."""
+    _columns: dict[tuple[str, str], IntArray] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    """Per-node columns computed from the nodes (allocatable per resource, label codes per
+    key), kept on the tree so they live exactly as long as it: a module-level cache keyed
+    by tree kept up to 64 stale trees alive after the nodes changed (252 MiB at 100,000
+    nodes after 20 node changes)."""
 
     @property
     def depth(self) -> int:
@@ -85,12 +91,21 @@ class DomainTree:
         """Per node (tree order), a code for its value of label `key`: nodes with the
         same value share a code, nodes without the label get -1. The domains of an
         arbitrary topology key (a pod affinity term's, a spread constraint's)."""
-        return _label_codes(self, key)
+        return self._column("label", key, _label_codes)
 
     def allocatable(self, resource: str) -> IntArray:
         """Per node (tree order), its allocatable amount of one resource: computed once
         per tree, which every cycle shares until the nodes change."""
-        return _allocatable(self, resource)
+        return self._column("allocatable", resource, _allocatable)
+
+    def _column(self, what: str, name: str,
+                compute: Callable[[DomainTree, str], IntArray]) -> IntArray:
+        # Two threads may compute the same column at once: both results are equal and
+        # read-only, so whichever lands last is as good (no lock on the hot path).
+        column = self._columns.get((what, name))
+        if column is None:
+            column = self._columns[(what, name)] = compute(self, name)
+        return column
 
     def per_domain(self, level: int, per_node: IntArray) -> IntArray:
         """Sums a per-node quantity into the domains of one level."""
@@ -365,7 +380,6 @@ def render_path(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
-@functools.lru_cache(maxsize=16)
 def _allocatable(tree: DomainTree, resource: str) -> IntArray:
     column = np.fromiter((node.allocatable.get(resource, 0) for node in tree.nodes),
                          dtype=np.int64, count=len(tree.nodes))
@@ -373,7 +387,6 @@ def _allocatable(tree: DomainTree, resource: str) -> IntArray:
     return column
 
 
-@functools.lru_cache(maxsize=64)
 def _label_codes(tree: DomainTree, key: str) -> IntArray:
     _, codes = _factorize([node.labels.get(key) for node in tree.nodes])
     codes.flags.writeable = False

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from gcpause import gc_paused
 from kube.resources import NAMESPACES, Resource
@@ -185,7 +185,9 @@ class ClusterCache:
         return [r for r in records if r is not None]
 
     def parse_nodes(self, items: list[Raw | WireNode]) -> list[NodeRecord]:
-        return self._parse_all("node", items, self.node_wire.record)
+        current = self.nodes  # as for pods (below)
+        return [_cached_if_equal(current.get(r.name), r)
+                for r in self._parse_all("node", items, self.node_wire.record)]
 
     def install_nodes(self, records: list[NodeRecord]) -> None:
         with self.lock:
@@ -208,7 +210,13 @@ class ClusterCache:
         self.on_change(Change.NODES)
 
     def parse_pods(self, items: list[Raw | WirePod]) -> list[PodRecord]:
-        return self._parse_all("pod", items, self.pod_wire.record)
+        # A re-list (after an API server restart, or a watch too far behind) returns
+        # mostly pods the cache holds unchanged: the new list keeps the cached records,
+        # so the cache is not held twice until install_pods swaps them (each page's fresh
+        # records are garbage at once).
+        current = self.pods
+        return [_cached_if_equal(current.get(r.key), r)
+                for r in self._parse_all("pod", items, self.pod_wire.record)]
 
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
@@ -560,6 +568,13 @@ def _add_usage(used: dict[str, dict[str, int]], placed: list[tuple[str, PodRecor
         slot = used.setdefault(node, {})
         for name, amount in pod.requests.items():
             slot[name] = slot.get(name, 0) + amount
+
+
+_Record = TypeVar("_Record", PodRecord, NodeRecord)
+
+
+def _cached_if_equal(cached: _Record | None, fresh: _Record) -> _Record:
+    return cached if cached is not None and cached == fresh else fresh
 
 
 def _identity(raw: Raw | WirePod | WireNode) -> tuple[str, str, str, str]:

@@ -603,13 +603,16 @@ class _WireContainer(msgspec.Struct, gc=False):
     controllers write per-pod env (a rank), so no two pods' containers are the same
     JSON and a memo keyed by it held one entry per pod ever seen."""
 
-    name: Any = None
+    name: str | None = None
     resources: msgspec.Raw = _NO_RAW
     ports: msgspec.Raw = _NO_RAW
-    restartPolicy: Any = None
+    restartPolicy: str | None = None
+    """Both typed: a value of another type (not from a real API server, whose validation
+    refuses it) sends the page to the dict path, which names the field, instead of
+    making the memo key unhashable."""
 
 
-Containers = tuple[tuple[Any, bytes, bytes, Any], ...] | None
+Containers = tuple[tuple[str | None, bytes, bytes, str | None], ...] | None
 """A container list as a memo key: (name, resources JSON, ports JSON, restartPolicy)."""
 
 

@@ -160,6 +160,13 @@ def test_error_events_and_odd_pages():
     assert isinstance(items[0], dict)
     assert [wire.record(i) for i in items] == [pod_from_json(odd),
                                                pod_from_json(rich_pod("fine"))]
+    # ... so does a container name or restartPolicy that is not a string (it would make
+    # the containers' memo key unhashable)
+    for field, value in (("name", {"x": 1}), ("restartPolicy", 5)):
+        strange = rich_pod("strange")
+        strange["spec"]["containers"][0][field] = value
+        items, _, _ = wire.page(orjson.dumps({"items": [strange]}))
+        assert isinstance(items[0], dict) and wire.record(items[0]) == pod_from_json(strange)
 
 
 def test_real_api_server_pods_read_alike():

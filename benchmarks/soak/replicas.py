@@ -115,6 +115,12 @@ class Replica:
             os.kill(self.current.process.pid, signal.SIGCONT)
         self.frozen = False
 
+    def census(self) -> None:
+        """Asks the process to log its live objects by type (`phalanx run` on SIGUSR1),
+        so that RSS growth found afterwards can be told by type from its log."""
+        if self.current is not None and self.alive():
+            os.kill(self.current.process.pid, signal.SIGUSR1)
+
     def stop(self) -> None:
         self.thaw()
         if self.current is not None and self.alive():

@@ -43,6 +43,9 @@ from localcluster.synthnodes import schedulable
 from topology.synthetic import ClusterSpec, synth_nodes
 
 TICK_S = 1.0
+CENSUS_S = 300.0
+"""Every so often each replica logs a census of its live objects (grep `census` in the
+workdir's replica logs)."""
 
 
 def _setup(cluster: LocalCluster, args: argparse.Namespace, run: Run
@@ -128,7 +131,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         run.wall0 = time.time()
         run.log(f"soak: {args.minutes} min, seed {args.seed}, {args.nodes} nodes, a gang "
                 f"every {gang_every:.1f}s on average, {len(faults.plan)} faults planned")
-        last_tick = run.t()
+        last_tick = last_census = run.t()
         end = run_s + invariants.GRACE_S + 5
         while run.t() < end and run.stopped_at is None:
             now = run.t()
@@ -152,6 +155,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             elif faults.active or faults.busy is not None:
                 faults.heal_all()
             _watch_replicas(run, replicas)
+            if now - last_census >= CENSUS_S:
+                last_census = now
+                for replica in replicas:
+                    replica.census()
             if view.current and view.lag_s() <= judge.LAG_LIMIT_S:
                 moment = view.moment()
                 counts = judge.tick(moment, faults.blocking)

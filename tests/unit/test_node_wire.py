@@ -43,16 +43,6 @@ def test_pages_and_events_read_as_the_dict_path():
     assert (wire.version(obj), wire.name(obj)) == ("4242", nodes[8]["metadata"]["name"])
 
 
-def test_error_events_decode_to_their_status():
-    wire = NodeWire()
-    kind, obj = wire.event(orjson.dumps({"type": "ERROR", "object": {
-        "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired",
-        "message": "too old"}}))
-    assert kind == "ERROR" and wire.error(obj) == (410, "Expired", "too old")
-    kind, obj = wire.event(orjson.dumps({"type": "ERROR", "object": {"kind": "Status"}}))
-    assert wire.error(obj) == (500, "None", "None")
-
-
 def test_a_non_string_label_falls_back_to_dicts_and_is_named():
     nodes = varied_nodes()
     nodes[2]["metadata"]["labels"]["rack"] = 7

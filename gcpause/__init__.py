@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,31 @@ def census(top: int = 20) -> str:
     716k), so it is asked for (SIGUSR1 to `phalanx run`), never periodic."""
     counts = Counter(type(o) for o in gc.get_objects())
     return " ".join(f"{_type_name(kind)}={count}" for kind, count in counts.most_common(top))
+
+
+_TRACED_FROM: dict[tuple[str, int], int] = {}
+"""Bytes per source line at the first traced_growth() call: what later calls subtract."""
+
+
+def traced_growth(top: int = 15) -> str:
+    """Where live Python allocations grew since the first call, by the source line that
+    made them, as `file:line=+KiB` fields; "" unless tracemalloc is tracing (start the
+    process with PYTHONTRACEMALLOC=1: it costs CPU and memory, so for a diagnosis, not
+    for production). The first call records the baseline (per-line totals only: a whole
+    snapshot held between calls would be most of the heap again)."""
+    if not tracemalloc.is_tracing():
+        return ""
+    ignore = tracemalloc.Filter(False, tracemalloc.__file__)
+    now = {(stat.traceback[0].filename, stat.traceback[0].lineno): stat.size
+           for stat in tracemalloc.take_snapshot().filter_traces((ignore,)).statistics(
+               "lineno")}
+    if not _TRACED_FROM:
+        _TRACED_FROM.update(now)
+        return "baseline"
+    growth = sorted(((size - _TRACED_FROM.get(line, 0), line) for line, size in now.items()),
+                    reverse=True)[:top]
+    return " ".join(f"{Path(file).name}:{lineno}={delta // 1024:+d}KiB"
+                    for delta, (file, lineno) in growth)
 
 
 def _type_name(kind: type) -> str:

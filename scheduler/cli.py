@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import yaml
 
-from gcpause import census, gc_paused, heap_line, trim_heap, tune_heap
+from gcpause import census, gc_paused, heap_line, traced_growth, trim_heap, tune_heap
 from scheduler.gang import GANG_NAME
 from scheduler.offline import gang_of
 from scheduler.request import request_for
@@ -224,8 +224,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f" and https://{config.secure_address}" if config.secure_address else "")
     heap = logging.getLogger("phalanx.heap")
     # On demand, what the live objects are (growth in python_blocks, told by type).
-    signal.signal(signal.SIGUSR1, lambda *_: heap.info("census %s; heap %s", census(),
-                                                       heap_line()))
+    signal.signal(signal.SIGUSR1, lambda *_: heap.info("census %s; heap %s; traced %s",
+                                                       census(), heap_line(),
+                                                       traced_growth() or "off"))
     while not stop.wait(HEAP_LOG_S):
         # Where the memory is, now and then: a long run's growth told apart from a
         # re-list's high-water mark (kube.watch logs the same after each re-list). The

@@ -67,6 +67,9 @@ class Replica:
     current: Incarnation | None = None
     history: list[Incarnation] = field(default_factory=list)
     frozen: bool = False
+    trace_frames: int = 0
+    """PYTHONTRACEMALLOC for each process (0: off): its census then names the source
+    lines whose allocations grew (a diagnosis: tracing slows the scheduler)."""
 
     def start(self) -> Incarnation:
         port = free_port()
@@ -78,7 +81,9 @@ class Replica:
                 [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig",
                  str(self.kubeconfig), "--config", str(config),
                  "--http-address", f"127.0.0.1:{port}"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **({"PYTHONTRACEMALLOC": str(self.trace_frames)}
+                                      if self.trace_frames else {})})
         self.current = Incarnation(process, log, f"http://127.0.0.1:{port}", time.monotonic())
         self.history.append(self.current)
         return self.current
@@ -170,13 +175,15 @@ def upstream_port(admin: Path) -> int:
     return int(str(config["clusters"][0]["cluster"]["server"]).rsplit(":", 1)[1])
 
 
-def make_replicas(admin: Path, token: str, workdir: Path, count: int = 2) -> list[Replica]:
+def make_replicas(admin: Path, token: str, workdir: Path, count: int = 2,
+                  trace_frames: int = 0) -> list[Replica]:
     replicas = []
     for index in range(count):
         proxy = PausableProxy(upstream_port(admin)).start()
         kubeconfig = token_kubeconfig(admin, token, proxy.port,
                                       workdir / f"replica{index}.kubeconfig")
-        replicas.append(Replica(index, proxy, kubeconfig, workdir))
+        replicas.append(Replica(index, proxy, kubeconfig, workdir,
+                                trace_frames=trace_frames))
     return replicas
 
 

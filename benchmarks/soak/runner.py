@@ -109,7 +109,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     work: Work | None = None
     try:
         kube, node_objects, token = _setup(cluster, args, run)
-        replicas = make_replicas(cluster.kubeconfig, token, workdir)
+        replicas = make_replicas(cluster.kubeconfig, token, workdir,
+                                 trace_frames=args.tracemalloc)
         for replica in replicas:
             replica.start()
         wait_until(lambda: sum(r.leader() for r in replicas) == 1, 90, "one leader")
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default="", help="where the timeline PNG goes")
     parser.add_argument("--workdir", default="", help="replica logs and kubeconfigs")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="trace the replicas' allocations (a diagnosis of RSS growth: "
+                             "each census names the lines that grew; slows them)")
     args = parser.parse_args(argv)
     if not args.workdir:
         args.workdir = str(Path("/tmp") / f"phalanx-soak-{args.seed}-{int(time.time())}")

@@ -1,7 +1,9 @@
 """The heap tools `phalanx run` uses over a long life."""
 
 import sys
+import tracemalloc
 
+import gcpause
 from gcpause import census, heap_stats, tune_heap
 
 
@@ -19,3 +21,19 @@ def test_the_census_names_what_piles_up():
 def test_the_allocator_takes_the_long_run_settings():
     assert sys.platform != "linux" or tune_heap()
     assert heap_stats()["rss_kib"] > 0
+
+
+def test_traced_growth_names_the_line_that_grew_since_the_first_call():
+    assert gcpause.traced_growth() == ""  # not tracing: nothing to say
+    tracemalloc.start()
+    try:
+        gcpause._TRACED_FROM.clear()
+        assert gcpause.traced_growth() == "baseline"
+        kept = [bytes(1024) for _ in range(2048)]  # ~2 MiB made on this line
+        growth = gcpause.traced_growth()
+        top = growth.split()[0]
+        assert top.startswith("test_gcpause.py:") and int(top.split("=")[1][1:-3]) >= 2000
+        assert len(kept) == 2048
+    finally:
+        tracemalloc.stop()
+        gcpause._TRACED_FROM.clear()

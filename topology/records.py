@@ -349,6 +349,12 @@ class StructWire:
             return str(raw.get("type")), raw.get("object") or {}
         return event.type, event.object
 
+    def listing(self) -> None:
+        """Nothing is remembered per object (PodWire's memo is)."""
+
+    def listed(self) -> None:
+        """Nothing is remembered per object (PodWire's memo is)."""
+
     @staticmethod
     def version(obj: Any) -> str:
         if isinstance(obj, dict):
@@ -697,6 +703,8 @@ _MEMO_CAP = 1 << 18
 node, so this holds one entry per node of a 100k-node fleet and more."""
 _MISSING = object()
 _NO_CLAIMS = (b"", b"null", b"[]")
+_PER_POD = ("labels", "annotations", "owner", "node_affinity")
+"""Memo tables whose entries are mostly one pod's own (what PodWire.forget drops)."""
 
 
 def _loads(raw: msgspec.Raw | bytes) -> Any:
@@ -713,16 +721,37 @@ class PodWire(StructWire):
         self._memo: dict[str, dict[Any, Any]] = {kind: {} for kind in (
             "labels", "annotations", "owner", "requests", "node_affinity", "tolerations",
             "inter_pod")}
+        self._aside: dict[str, dict[Any, Any]] | None = None
+        """During a list, the per-pod tables as they were before it (see listing)."""
+
+    def listing(self) -> None:
+        """A list begins (a re-list, after a gap in the watch): the per-pod tables start
+        afresh and the old ones are set aside; an entry a listed pod needs is moved over
+        (not parsed again), and at listed() what no listed pod needed is dropped: the
+        entries of pods deleted while no watch ran, which no DELETED event will ever
+        name (each re-list after an API server restart left those behind, for good).
+        A list retried after a failure keeps the first set-aside tables."""
+        if self._aside is None:
+            self._aside = {kind: self._memo[kind] for kind in _PER_POD}
+            for kind in _PER_POD:
+                self._memo[kind] = {}
+
+    def listed(self) -> None:
+        self._aside = None
 
     # -- WirePod -> PodRecord ----------------------------------------------------------------
     def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
         table = self._memo[kind]
         found = table.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        if self._aside is not None and kind in self._aside:
+            found = self._aside[kind].pop(key, _MISSING)
         if found is _MISSING:
             found = compute()  # a RecordError names this pod and is not remembered
-            if len(table) >= _MEMO_CAP:
-                table.clear()
-            table[key] = found
+        if len(table) >= _MEMO_CAP:
+            table.clear()
+        table[key] = found
         return found
 
     def forget(self, pod: WirePod | dict[str, Any]) -> None:

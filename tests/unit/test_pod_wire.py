@@ -212,6 +212,50 @@ def test_what_a_deleted_pod_alone_used_is_forgotten():
     assert list(cache.pods.values()) == [pod_from_json(pod(7))]
 
 
+def test_a_relist_drops_what_only_pods_deleted_during_the_gap_used():
+    """Pods deleted while no watch ran get no DELETED event: the re-list that follows
+    is what tells they are gone, and the memo entries only they used go with it."""
+    from types import SimpleNamespace
+
+    from kube.watch import Watcher
+    from scheduler.cache import ClusterCache
+    from topology.presets import resolve_preset
+
+    cache = ClusterCache(resolve_preset("aws"))
+    wire = cache.pod_wire
+
+    def pod(index: int) -> dict:
+        made = rich_pod(f"p-{index}")
+        made["metadata"]["labels"]["rank"] = str(index)
+        return made
+
+    class Lists:
+        """Answers every list with the pods it holds now (one page)."""
+
+        def __init__(self) -> None:
+            self.pods: list[dict] = []
+
+        def request(self, method: str, path: str, **_: object) -> SimpleNamespace:
+            return SimpleNamespace(data=orjson.dumps({
+                "kind": "PodList", "metadata": {"resourceVersion": "9"},
+                "items": self.pods}))
+
+    lists = Lists()
+    watcher = Watcher(lists, "/api/v1/pods", name="pods", convert=cache.parse_pods,
+                      on_replace=cache.install_pods, on_event=cache.pod_event, wire=wire)
+    lists.pods = [pod(i) for i in range(200)]
+    watcher._list()
+    before = dict(wire._memo["labels"])
+    assert len(before) == 200
+    lists.pods = lists.pods[:100]  # the other 100 were deleted during a watch gap
+    watcher._list()
+    after = wire._memo["labels"]
+    assert len(cache.pods) == 100 and len(after) == 100
+    assert all(after[key] is before[key] for key in after)  # moved over, not parsed again
+    assert [cache.pods[f"ml/p-{i}"] for i in range(100)] == [
+        pod_from_json(pod(i)) for i in range(100)]
+
+
 def test_pods_of_one_template_share_their_parsed_containers():
     """Regression (soak, issue 20): the service account admission plugin mounts each
     pod's token under a random volume name and controllers write per-pod env (a rank),

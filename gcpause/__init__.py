@@ -83,8 +83,9 @@ def census(top: int = 20) -> str:
     return " ".join(f"{_type_name(kind)}={count}" for kind, count in counts.most_common(top))
 
 
-_TRACED_FROM: dict[tuple[str, int], int] = {}
-"""Bytes per source line at the first traced_growth() call: what later calls subtract."""
+_TRACED_FROM: list[dict[tuple[str, int], int]] = []
+"""Bytes per source line at the first traced_growth() call (once taken): what later
+calls subtract."""
 
 
 def traced_growth(top: int = 15) -> str:
@@ -95,17 +96,26 @@ def traced_growth(top: int = 15) -> str:
     snapshot held between calls would be most of the heap again)."""
     if not tracemalloc.is_tracing():
         return ""
-    ignore = tracemalloc.Filter(False, tracemalloc.__file__)
+    # Neither tracemalloc's own allocations nor this function's (its baseline table).
+    ignore = (tracemalloc.Filter(False, tracemalloc.__file__),
+              tracemalloc.Filter(False, __file__))
     now = {(stat.traceback[0].filename, stat.traceback[0].lineno): stat.size
-           for stat in tracemalloc.take_snapshot().filter_traces((ignore,)).statistics(
+           for stat in tracemalloc.take_snapshot().filter_traces(ignore).statistics(
                "lineno")}
     if not _TRACED_FROM:
-        _TRACED_FROM.update(now)
+        _TRACED_FROM.append(now)
         return "baseline"
-    growth = sorted(((size - _TRACED_FROM.get(line, 0), line) for line, size in now.items()),
+    growth = sorted(((size - _TRACED_FROM[0].get(line, 0), line) for line, size in now.items()),
                     reverse=True)[:top]
-    return " ".join(f"{Path(file).name}:{lineno}={delta // 1024:+d}KiB"
+    return " ".join(f"{_short(file)}:{lineno}={delta // 1024:+d}KiB"
                     for delta, (file, lineno) in growth)
+
+
+def _short(file: str) -> str:
+    """A source file by its folder and name (`kube/client.py`, `logging/__init__.py`):
+    enough to tell apart the many `__init__.py`."""
+    path = Path(file)
+    return f"{path.parent.name}/{path.name}"
 
 
 def _type_name(kind: type) -> str:

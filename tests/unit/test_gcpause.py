@@ -32,7 +32,7 @@ def test_traced_growth_names_the_line_that_grew_since_the_first_call():
         kept = [bytes(1024) for _ in range(2048)]  # ~2 MiB made on this line
         growth = gcpause.traced_growth()
         top = growth.split()[0]
-        assert top.startswith("test_gcpause.py:") and int(top.split("=")[1][1:-3]) >= 2000
+        assert top.startswith("unit/test_gcpause.py:") and int(top.split("=")[1][1:-3]) >= 2000
         assert len(kept) == 2048
     finally:
         tracemalloc.stop()

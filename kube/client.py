@@ -285,6 +285,7 @@ class KubeClient:
 
 HEADERS_S = 10.0
 KEEP_WARM_S = 45.0
+"""Half the API server's 90 s idle timeout (k8s.io/apiserver secure_serving.go)."""
 TLS_READ_BUFFER = 16 * 1024
 """Bytes asyncio's TLS protocol reads into at a time: one TLS record's plaintext (16 KiB,
 the most a read returns). asyncio allocates its read buffer per connection at 256 KiB
@@ -292,7 +293,6 @@ and fills it with zeros, so each connection cost 256 KiB resident whatever it ca
 a binder's 256 connections held 64 MiB, opened at the first big burst and kept (a step
 in RSS the soak judged as growth; measured: 128 local TLS connection pairs +73 MiB,
 +14 MiB with 16 KiB)."""
-"""Half the API server's 90 s idle timeout (k8s.io/apiserver secure_serving.go)."""
 
 
 class Burst:

@@ -62,15 +62,6 @@ class WireFormat(Protocol):
         """(code, reason, message) of an ERROR event's Status."""
         ...
 
-    def listing(self) -> None:
-        """A list begins: what the wire remembers per object may be swept at listed()
-        (objects deleted while no watch ran are never named by a DELETED event)."""
-        ...
-
-    def listed(self) -> None:
-        """The list is complete and handed over (after on_replace)."""
-        ...
-
 
 class JsonWire:
     """Plain dicts, as the API server sends them (orjson)."""
@@ -90,12 +81,6 @@ class JsonWire:
 
     def error(self, obj: Any) -> tuple[int, str, str]:
         return int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message"))
-
-    def listing(self) -> None:
-        """Nothing is remembered per object."""
-
-    def listed(self) -> None:
-        """Nothing is remembered per object."""
 
 
 JSON_WIRE = JsonWire()
@@ -139,7 +124,6 @@ class Watcher:
         converted: list[Any] = []
         version = ""
         query = {**self.query, "resourceVersion": "0", "limit": str(LIST_PAGE)}
-        self.wire.listing()
         while True:
             # The GC runs while a page is fetched: the pause is process-wide, and a
             # request retried through an API server outage can wait for tens of seconds
@@ -166,7 +150,6 @@ class Watcher:
             query = {**self.query, "limit": str(LIST_PAGE), "continue": token}
         self.on_replace(converted)
         del converted
-        self.wire.listed()
         if self.relists:
             trim_heap()  # the old cache and the decoded pages are garbage now
             log.info("watch %s: re-listed; heap %s", self.name, heap_line())

@@ -221,6 +221,9 @@ class ClusterCache:
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
             self.pods = {r.key: r for r in records}
+            # What pods deleted while no watch ran had remembered: no DELETED event
+            # will ever name them.
+            self.pod_wire.sweep(records)
             self.bad_pods = {k: b for k, b in self.bad_pods.items() if k not in self.pods}
             self._bound, self._bound_usage, self._nominated = {}, {}, {}
             self._entries, self._with_anti, self._with_ports = {}, {}, {}
@@ -244,6 +247,8 @@ class ClusterCache:
                 if record is None:
                     return
                 self.put_pod(record)
+                if self.pod_wire.crowded(len(self.pods)):
+                    self.pod_wire.sweep(self.pods.values())
         # A pod gone (deleted, or finished: it leaves the unfinished-pods watch) frees room.
         self.on_change(Change.FREED if kind == "DELETED" else Change.PODS)
 
@@ -267,6 +272,7 @@ class ClusterCache:
         cycle keeps those whose gang still waits)."""
         with self.lock:
             self.finished = {r.key: r for r in records}
+            self.finished_wire.sweep(records)
         self.on_change(Change.PODS)
 
     def finished_event(self, kind: str, raw: Raw | WirePod) -> None:
@@ -279,6 +285,8 @@ class ClusterCache:
                 self.finished[key] = record
             else:
                 self.finished.pop(key, None)
+            if self.finished_wire.crowded(len(self.finished)):
+                self.finished_wire.sweep(self.finished.values())
         # A member that finished may be what its gang's waiting members were waiting for.
         self.on_change(Change.PODS)
 

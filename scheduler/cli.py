@@ -224,9 +224,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f" and https://{config.secure_address}" if config.secure_address else "")
     heap = logging.getLogger("phalanx.heap")
     # On demand, what the live objects are (growth in python_blocks, told by type).
-    signal.signal(signal.SIGUSR1, lambda *_: heap.info("census %s; heap %s; traced %s",
-                                                       census(), heap_line(),
-                                                       traced_growth() or "off"))
+    # The pod memo is the one cache of the process not keyed by what exists now.
+    signal.signal(signal.SIGUSR1, lambda *_: heap.info(
+        "census %s; pods=%d memo %s; heap %s; traced %s", census(), len(runner.cache.pods),
+        runner.cache.pod_wire.sizes(), heap_line(), traced_growth() or "off"))
     while not stop.wait(HEAP_LOG_S):
         # Where the memory is, now and then: a long run's growth told apart from a
         # re-list's high-water mark (kube.watch logs the same after each re-list). The

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -348,12 +348,6 @@ class StructWire:
             raw = orjson.loads(line)
             return str(raw.get("type")), raw.get("object") or {}
         return event.type, event.object
-
-    def listing(self) -> None:
-        """Nothing is remembered per object (PodWire's memo is)."""
-
-    def listed(self) -> None:
-        """Nothing is remembered per object (PodWire's memo is)."""
 
     @staticmethod
     def version(obj: Any) -> str:
@@ -705,6 +699,16 @@ _MISSING = object()
 _NO_CLAIMS = (b"", b"null", b"[]")
 _PER_POD = ("labels", "annotations", "owner", "node_affinity")
 """Memo tables whose entries are mostly one pod's own (what PodWire.forget drops)."""
+_HELD_BY: dict[str, Callable[[PodRecord], object]] = {
+    "labels": lambda r: r.labels, "annotations": lambda r: r.annotations,
+    "owner": lambda r: r.owner, "requests": lambda r: r.requests,
+    "node_affinity": lambda r: r.affinity, "tolerations": lambda r: r.tolerations,
+    "inter_pod": lambda r: r.inter_pod}
+"""Per memo table, the part of a record that is the very object an entry holds (a
+node_affinity entry holds (terms, preferred); records keep the terms)."""
+_SWEEP_SLACK = 4096
+"""Entries a table may hold beyond 1.25 per live pod before it is swept (PodWire.crowded):
+small clusters are not swept over a handful of stale entries."""
 
 
 def _loads(raw: msgspec.Raw | bytes) -> Any:
@@ -718,40 +722,17 @@ class PodWire(StructWire):
 
     def __init__(self) -> None:
         super().__init__(_WireList, _WireEvent)
-        self._memo: dict[str, dict[Any, Any]] = {kind: {} for kind in (
-            "labels", "annotations", "owner", "requests", "node_affinity", "tolerations",
-            "inter_pod")}
-        self._aside: dict[str, dict[Any, Any]] | None = None
-        """During a list, the per-pod tables as they were before it (see listing)."""
-
-    def listing(self) -> None:
-        """A list begins (a re-list, after a gap in the watch): the per-pod tables start
-        afresh and the old ones are set aside; an entry a listed pod needs is moved over
-        (not parsed again), and at listed() what no listed pod needed is dropped: the
-        entries of pods deleted while no watch ran, which no DELETED event will ever
-        name (each re-list after an API server restart left those behind, for good).
-        A list retried after a failure keeps the first set-aside tables."""
-        if self._aside is None:
-            self._aside = {kind: self._memo[kind] for kind in _PER_POD}
-            for kind in _PER_POD:
-                self._memo[kind] = {}
-
-    def listed(self) -> None:
-        self._aside = None
+        self._memo: dict[str, dict[Any, Any]] = {kind: {} for kind in _HELD_BY}
 
     # -- WirePod -> PodRecord ----------------------------------------------------------------
     def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
         table = self._memo[kind]
         found = table.get(key, _MISSING)
-        if found is not _MISSING:
-            return found
-        if self._aside is not None and kind in self._aside:
-            found = self._aside[kind].pop(key, _MISSING)
         if found is _MISSING:
             found = compute()  # a RecordError names this pod and is not remembered
-        if len(table) >= _MEMO_CAP:
-            table.clear()
-        table[key] = found
+            if len(table) >= _MEMO_CAP:
+                table.clear()
+            table[key] = found
         return found
 
     def forget(self, pod: WirePod | dict[str, Any]) -> None:
@@ -760,7 +741,8 @@ class PodWire(StructWire):
         pod), its owner (one per job), its node affinity (one per node for a DaemonSet).
         Without this the memo holds every pod ever seen, up to its cap (~0.75 KiB per
         pod: ~190 MiB of labels alone for 262k pods long gone). A pod that did share an
-        entry keeps its own reference; the next one to need it parses it again."""
+        entry keeps its own reference; the next one to need it parses it again. This
+        drops the entries of the pod's last state only: see crowded() for the rest."""
         if not isinstance(pod, WirePod):
             return
         meta, spec = pod.metadata or _NO_META, pod.spec or _NO_SPEC
@@ -769,6 +751,35 @@ class PodWire(StructWire):
         memo["annotations"].pop(bytes(meta.annotations), None)
         memo["owner"].pop(bytes(meta.ownerReferences), None)
         memo["node_affinity"].pop(bytes((spec.affinity or _NO_AFFINITY).nodeAffinity), None)
+
+    def crowded(self, live: int) -> bool:
+        """Whether some table holds more than 1.25 entries per live pod (plus a slack):
+        then entries no pod uses have piled up where forget() cannot see them: the
+        earlier labels and annotations of pods that changed them (a controller writing
+        an annotation every second leaves one entry per write), the pods deleted while
+        no watch ran (no DELETED event names them), per-pod rules keyed by a pod's own
+        labels (matchLabelKeys). Checked on each event: a few len() calls."""
+        limit = live + live // 4 + _SWEEP_SLACK
+        return any(len(table) > limit for table in self._memo.values())
+
+    def sizes(self) -> str:
+        """Entries per table, for the heap census (`kind=count ...`)."""
+        return " ".join(f"{kind}={len(table)}" for kind, table in self._memo.items())
+
+    def sweep(self, live: Iterable[PodRecord]) -> None:
+        """Keeps only the entries some live record holds (by identity: an entry is the
+        very object the records share). O(live pods); called when crowded() and after a
+        re-list, so its cost is amortised over at least a quarter of the live pods'
+        worth of new entries. A record elsewhere (a snapshot in flight) keeps its own
+        reference to a dropped entry; the next pod that needs it parses it again."""
+        live = list(live)
+        for kind, held_by in _HELD_BY.items():
+            held = {id(held_by(record)) for record in live}
+            table = self._memo[kind]
+            if kind == "node_affinity":
+                self._memo[kind] = {k: v for k, v in table.items() if id(v[0]) in held}
+            else:
+                self._memo[kind] = {k: v for k, v in table.items() if id(v) in held}
 
     def record(self, pod: WirePod | dict[str, Any]) -> PodRecord:
         if not isinstance(pod, WirePod):

@@ -180,6 +180,17 @@ def test_real_api_server_pods_read_alike():
     assert any(r.inter_pod.host_ports for r in through_wire(PodWire(), pods))
 
 
+def ranked_pod(index: int, owned: bool = False) -> dict:
+    """A pod with labels of its own (a rank label), and its own Job if `owned`."""
+    made = rich_pod(f"p-{index}")
+    made["metadata"]["labels"]["rank"] = str(index)
+    if owned:
+        made["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job",
+                                                "name": f"j-{index}", "uid": f"u-{index}",
+                                                "controller": True}]
+    return made
+
+
 def test_what_a_deleted_pod_alone_used_is_forgotten():
     """The memo follows the pods that exist, not every pod ever seen: a pod's unique
     labels (a rank label) and its job's owner go with it (the cache's DELETED event)."""
@@ -190,12 +201,7 @@ def test_what_a_deleted_pod_alone_used_is_forgotten():
     wire = cache.pod_wire
 
     def pod(index: int) -> dict:
-        made = rich_pod(f"p-{index}")
-        made["metadata"]["labels"]["rank"] = str(index)
-        made["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job",
-                                                "name": f"j-{index}", "uid": f"u-{index}",
-                                                "controller": True}]
-        return made
+        return ranked_pod(index, owned=True)
 
     def event(kind: str, index: int) -> None:
         _, obj = wire.event(orjson.dumps({"type": kind, "object": pod(index)}))
@@ -223,11 +229,7 @@ def test_a_relist_drops_what_only_pods_deleted_during_the_gap_used():
 
     cache = ClusterCache(resolve_preset("aws"))
     wire = cache.pod_wire
-
-    def pod(index: int) -> dict:
-        made = rich_pod(f"p-{index}")
-        made["metadata"]["labels"]["rank"] = str(index)
-        return made
+    pod = ranked_pod
 
     class Lists:
         """Answers every list with the pods it holds now (one page)."""
@@ -254,6 +256,43 @@ def test_a_relist_drops_what_only_pods_deleted_during_the_gap_used():
     assert all(after[key] is before[key] for key in after)  # moved over, not parsed again
     assert [cache.pods[f"ml/p-{i}"] for i in range(100)] == [
         pod_from_json(pod(i)) for i in range(100)]
+
+
+def test_annotations_a_pod_rewrites_do_not_pile_up_in_the_memo():
+    """Regression (soak, issue 20): the soak's beacon pod is annotated once a second; a
+    DELETED event names only a pod's last state, so each earlier annotation stayed in
+    the memo (one entry per write, for good: ~0.4 KiB each). The tables are swept when
+    they hold far more entries than there are pods, keeping what live records hold."""
+    from scheduler.cache import ClusterCache
+    from topology.presets import resolve_preset
+    from topology.records import _SWEEP_SLACK
+
+    cache = ClusterCache(resolve_preset("aws"))
+    wire = cache.pod_wire
+
+    def event(kind: str, made: dict) -> None:
+        _, obj = wire.event(orjson.dumps({"type": kind, "object": made}))
+        cache.pod_event(kind, obj)
+
+    for index in range(50):
+        event("ADDED", ranked_pod(index, owned=True))
+    shared = {key: record.labels for key, record in cache.pods.items()}
+    beacon = ranked_pod(0, owned=True)
+    most = 0
+    for write in range(_SWEEP_SLACK + 2000):
+        beacon["metadata"]["annotations"]["written"] = f"{write}.125"
+        event("MODIFIED", beacon)
+        most = max(most, len(wire._memo["annotations"]))
+    assert most <= 50 + 50 // 4 + _SWEEP_SLACK + 1
+    assert len(wire._memo["annotations"]) < 2100  # swept once, not emptied each write
+    assert cache.pods["ml/p-0"] == pod_from_json(beacon)
+    # What the other pods share is kept (not parsed again), and still found.
+    assert all(cache.pods[key].labels is labels for key, labels in shared.items())
+    twin = ranked_pod(7, owned=True)
+    twin["metadata"]["name"] = "p-7b"
+    event("ADDED", twin)
+    assert cache.pods["ml/p-7b"].labels is shared["ml/p-7"]
+    assert len(wire._memo["owner"]) == 50 and len(wire._memo["labels"]) == 50
 
 
 def test_pods_of_one_template_share_their_parsed_containers():

@@ -17,6 +17,8 @@ from benchmarks.soak.state import Run
 from benchmarks.soak.timeline import plot
 from localcluster.binaries import REPO
 from localcluster.cluster import LocalCluster
+from scheduler.cycle import HOLD_S, RETAIN_S
+from scheduler.events import SERIES_S
 
 BLOCKING = {kind.kind for kind in FAULT_KINDS if kind.blocking}
 CLUSTER_WARMUP_S = 600.0
@@ -28,7 +30,18 @@ UNJUDGED_SHARE = 0.05
 """At most this share of the fault-free run may go unjudged (the judge's view resyncing
 or more than Judge.LAG_LIMIT_S behind outside a blocking fault's grace): beyond it, the
 run has not shown its invariants held, and says so as a violation."""
-RSS_WARMUP_S = 300.0
+RSS_WARMUP_S = max(SERIES_S, RETAIN_S, HOLD_S)
+"""A process's RSS is judged from this long after it first leads: until then its state
+kept for a time window is filling (Event series SERIES_S, placed gangs' records RETAIN_S
+after their pods go, room held for members HOLD_S), which is warm-up, not a leak. It was
+300 s until the hour at 7464604: its worst process, replica1-2, grew 180 -> 194 MiB
+between 300 and 600 s after it led (Event series reaching their cap) and 194 -> 203 MiB
+in the 26 minutes after (+13.0 % judged from 300 s, +4.6 % from 600 s). The hours of the
+leaking builds before it (40bb2c2, 3cd45cf, 3d55749) still fail judged from 600 s (worst
+processes +17.0, +20.1, +16.8 %): the judge keeps its teeth. The report gives both
+figures (`rss_growth`, `rss_growth_warmup_300s`)."""
+RSS_SPAN_S = 300.0
+"""The shortest span after warm-up that says anything about growth."""
 RSS_JUDGED_FROM_S = 1200.0
 """Runs shorter than this report RSS but do not judge it: measured on 3-minute runs, a
 scheduler's RSS steps up once by 15-35 % when it re-lists everything after an apiserver
@@ -53,17 +66,17 @@ def _pods_at(population: list[tuple[float, int]], t: float) -> int | None:
     return before[-1] if before else None
 
 
-def _incarnation_growth(run: Run, replicas: list[Replica]) -> Growth | None:
+def _incarnation_growth(run: Run, replicas: list[Replica], warmup_s: float = RSS_WARMUP_S
+                        ) -> Growth | None:
     """The largest RSS growth of any scheduler process after its warm-up (its first
-    RSS_WARMUP_S after it first led: its cache fills, the first re-lists happen; and the
-    run's first CLUSTER_WARMUP_S, while the cluster fills), over at least RSS_WARMUP_S;
-    None when no process lived that long."""
+    `warmup_s` after it first led; and the run's first CLUSTER_WARMUP_S, while the
+    cluster fills), over at least RSS_SPAN_S; None when no process lived that long."""
     worst: Growth | None = None
     for replica in replicas:
         for i, life in enumerate(replica.history):
-            begin = max((life.led_at or life.started) + RSS_WARMUP_S,
+            begin = max((life.led_at or life.started) + warmup_s,
                         run.start + CLUSTER_WARMUP_S)
-            growth = invariants.rss_growth(life.rss, begin, RSS_WARMUP_S)
+            growth = invariants.rss_growth(life.rss, begin, RSS_SPAN_S)
             if growth is None or (worst is not None and growth <= worst.growth):
                 continue
             window = [(t, kib) for t, kib in life.rss if t >= begin]
@@ -102,6 +115,7 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
                                              f"unhandled exception: {line}"))
     grew = _incarnation_growth(run, replicas)
     growth = grew.growth if grew is not None else None
+    early = _incarnation_growth(run, replicas, warmup_s=300.0)
     ran_s = min(run_s, run.stopped_at) if run.stopped_at is not None else run_s
     judged = ran_s >= RSS_JUDGED_FROM_S
     if judged and grew is not None and grew.growth >= 0.10:
@@ -156,6 +170,7 @@ def build_report(run: Run, replicas: list[Replica], cluster: LocalCluster, run_s
         "rss_growth": round(growth, 4) if growth is not None else None,
         "rss_judged": judged,
         "rss_worst": dataclasses.asdict(grew) if grew is not None else None,
+        "rss_growth_warmup_300s": round(early.growth, 4) if early is not None else None,
         "max_requests_per_waiting_gang_minute": max(worst.values(), default=0.0),
         "max_binds_per_partly_bound_gang_minute": max(rebinds.values(), default=0.0),
         "scheduler_processes": sum(len(r.history) for r in replicas),

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+import pytest
 from kubernetes import client
 
 from benchmarks.soak import invariants
@@ -138,6 +139,34 @@ def test_rss_growth_is_measured_after_warm_up_over_a_long_enough_span():
     samples = [(0.0, 100), (50.0, 200), (100.0, 200), (400.0, 210)]
     assert rss_growth(samples, warm_from=60.0, min_span_s=200) == 0.05
     assert rss_growth(samples, warm_from=60.0, min_span_s=400) is None
+
+
+def test_rss_is_judged_once_the_windows_a_leader_keeps_have_filled():
+    """A process's Event series, placed gangs' records and held room fill for their
+    windows (up to 600 s) after it first leads: growth then is warm-up. Growth after is
+    judged, over what is left of the process's life."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from benchmarks.soak.replicas import Incarnation
+    from benchmarks.soak.report import RSS_WARMUP_S, _incarnation_growth
+
+    assert RSS_WARMUP_S == 600.0
+
+    def growth(after_warm_up: float, warmup_s: float = RSS_WARMUP_S) -> float | None:
+        # Leads at 1,000 s: +20 % while its windows fill, then `after_warm_up` more.
+        rss = [(t, int(100_000 * (1 + 0.2 * min(t - 1000, 600) / 600)
+                       * (1 + after_warm_up * max(t - 1600, 0) / 1000)))
+               for t in range(1000, 2610, 10)]
+        life = Incarnation(process=None, log=Path("x.log"), url="", started=1000.0,
+                           rss=rss, led_at=1000.0)
+        run = Run(args=argparse.Namespace(), start=0.0, population=[(0.0, 1000)])
+        grew = _incarnation_growth(run, [SimpleNamespace(index=0, history=[life])], warmup_s)
+        return grew.growth if grew is not None else None
+
+    assert growth(0.025) == pytest.approx(0.025, abs=0.002)
+    assert growth(0.15) == pytest.approx(0.15, abs=0.002)  # a leak still fails
+    assert growth(0.025, warmup_s=300.0) > 0.10  # what 300 s of warm-up judged
 
 
 def test_requests_per_minute_of_waiting_skip_the_first_minute():

@@ -83,32 +83,37 @@ def census(top: int = 20) -> str:
     return " ".join(f"{_type_name(kind)}={count}" for kind, count in counts.most_common(top))
 
 
-_TRACED_FROM: list[dict[tuple[str, int], int]] = []
-"""Bytes per source line at the first traced_growth() call (once taken): what later
-calls subtract."""
-
-
-def traced_growth(top: int = 15) -> str:
+class _TracedGrowth:
     """Where live Python allocations grew since the first call, by the source line that
     made them, as `file:line=+KiB` fields; "" unless tracemalloc is tracing (start the
     process with PYTHONTRACEMALLOC=1: it costs CPU and memory, so for a diagnosis, not
     for production). The first call records the baseline (per-line totals only: a whole
     snapshot held between calls would be most of the heap again)."""
-    if not tracemalloc.is_tracing():
-        return ""
-    # Neither tracemalloc's own allocations nor this function's (its baseline table).
-    ignore = (tracemalloc.Filter(False, tracemalloc.__file__),
-              tracemalloc.Filter(False, __file__))
-    now = {(stat.traceback[0].filename, stat.traceback[0].lineno): stat.size
-           for stat in tracemalloc.take_snapshot().filter_traces(ignore).statistics(
-               "lineno")}
-    if not _TRACED_FROM:
-        _TRACED_FROM.append(now)
-        return "baseline"
-    growth = sorted(((size - _TRACED_FROM[0].get(line, 0), line) for line, size in now.items()),
-                    reverse=True)[:top]
-    return " ".join(f"{_short(file)}:{lineno}={delta // 1024:+d}KiB"
-                    for delta, (file, lineno) in growth)
+
+    def __init__(self) -> None:
+        self.baseline: dict[tuple[str, int], int] | None = None
+
+    def __call__(self, top: int = 15) -> str:
+        if not tracemalloc.is_tracing():
+            return ""
+        # Neither tracemalloc's own allocations nor this module's (the baseline table).
+        ignore = (tracemalloc.Filter(False, tracemalloc.__file__),
+                  tracemalloc.Filter(False, __file__))
+        now = {(stat.traceback[0].filename, stat.traceback[0].lineno): stat.size
+               for stat in tracemalloc.take_snapshot().filter_traces(ignore).statistics(
+                   "lineno")}
+        if self.baseline is None:
+            self.baseline = now
+            return "baseline"
+        baseline = self.baseline
+        growth = sorted(((size - baseline.get(line, 0), line) for line, size in now.items()),
+                        reverse=True)[:top]
+        return " ".join(f"{_short(file)}:{lineno}={delta // 1024:+d}KiB"
+                        for delta, (file, lineno) in growth)
+
+
+traced_growth = _TracedGrowth()
+"""The process's one traced-growth log (its baseline is the first census's)."""
 
 
 def _short(file: str) -> str:

@@ -220,10 +220,10 @@ class ClusterCache:
 
     def install_pods(self, records: list[PodRecord]) -> None:
         with self.lock:
+            relisted = bool(self.pods)
             self.pods = {r.key: r for r in records}
-            # What pods deleted while no watch ran had remembered: no DELETED event
-            # will ever name them.
-            self.pod_wire.sweep(records)
+            if relisted:  # what pods deleted while no watch ran used: no DELETED names them
+                self.pod_wire.sweep(records)
             self.bad_pods = {k: b for k, b in self.bad_pods.items() if k not in self.pods}
             self._bound, self._bound_usage, self._nominated = {}, {}, {}
             self._entries, self._with_anti, self._with_ports = {}, {}, {}
@@ -271,8 +271,10 @@ class ClusterCache:
         """The succeeded-pods watch's list (every Succeeded pod of the cluster: the next
         cycle keeps those whose gang still waits)."""
         with self.lock:
+            relisted = bool(self.finished)
             self.finished = {r.key: r for r in records}
-            self.finished_wire.sweep(records)
+            if relisted:
+                self.finished_wire.sweep(records)
         self.on_change(Change.PODS)
 
     def finished_event(self, kind: str, raw: Raw | WirePod) -> None:

@@ -295,6 +295,39 @@ def test_annotations_a_pod_rewrites_do_not_pile_up_in_the_memo():
     assert len(wire._memo["owner"]) == 50 and len(wire._memo["labels"]) == 50
 
 
+def test_labels_the_api_server_adds_at_binding_do_not_pile_up_in_the_memo():
+    """Regression (soak, issue 20): the API server's PodTopologyLabels admission plugin
+    (beta, on by default since 1.35) copies the node's topology.kubernetes.io/zone and
+    region labels onto each pod it binds. A pod's pending labels then differ from the
+    ones its DELETED event names: every pod with labels of its own (a rank) left its
+    pending entry behind, for good (the soak's hour bound 16,732 pods)."""
+    from scheduler.cache import ClusterCache
+    from topology.presets import resolve_preset
+    from topology.records import _SWEEP_SLACK
+
+    cache = ClusterCache(resolve_preset("aws"))
+    wire = cache.pod_wire
+
+    def event(kind: str, made: dict) -> None:
+        _, obj = wire.event(orjson.dumps({"type": kind, "object": made}))
+        cache.pod_event(kind, obj)
+
+    most, bound = 0, {}
+    for index in range(_SWEEP_SLACK + 2000):  # 100 pods live at a time
+        made = ranked_pod(index, owned=True)
+        event("ADDED", made)
+        made["spec"]["nodeName"] = f"n-{index % 7}"
+        made["metadata"]["labels"]["topology.kubernetes.io/zone"] = f"z-{index % 7}"
+        event("MODIFIED", made)
+        assert cache.pods[f"ml/p-{index}"] == pod_from_json(made)
+        bound[index] = made
+        if index >= 100:
+            event("DELETED", bound.pop(index - 100))
+        most = max(most, len(wire._memo["labels"]))
+    assert len(cache.pods) == 100
+    assert most <= 100 + 100 // 4 + _SWEEP_SLACK + 1
+
+
 def test_pods_of_one_template_share_their_parsed_containers():
     """Regression (soak, issue 20): the service account admission plugin mounts each
     pod's token under a random volume name and controllers write per-pod env (a rank),

@@ -29,7 +29,9 @@ watch stream absorbed, from replies the real API server gave.
    as kube.watch lists pods), parse and index, the GC off for the list as the watch
    does; the first snapshot; the peak resident memory (VmHWM); then every event line
    through `Watcher.handle_line` (the watch's own decode and dispatch) into the cache's
-   handlers, with a snapshot every 10,000 events as a scheduling cycle would take one.
+   handlers, with a snapshot every 10,000 events as a scheduling cycle would take one;
+   then one sweep of the pod memo (`PodWire.sweep`, what a re-list or a crowded table
+   costs), timed, with the tables' sizes before and after.
 4. Verify: a second cache built from scratch from the final state (the listed pods with
    every event applied, decoded by plain orjson and read by `pod_from_json`, the dict
    path) must hold the very same records and give the same snapshot (free capacity
@@ -576,6 +578,14 @@ out["snapshot_during_replay_avg_cpu_s"] = round(snap_cpu / max(snapshots, 1), 3)
 out["watch_version"] = watcher.version
 final = cache.snapshot()
 out["rss_after_replay_mb"], out["peak_mb"] = rss()["VmRSS"], rss()["VmHWM"]
+# -- the pod memo's sweep (PodWire.sweep: after a re-list, or when a table is crowded) ----
+out["memo_before_sweep"] = cache.pod_wire.sizes()
+t0, t0_cpu = time.perf_counter(), cpu()
+cache.pod_wire.sweep(cache.pods.values())
+out["memo_sweep_s"] = round(time.perf_counter() - t0, 2)
+out["memo_sweep_cpu_s"] = round(cpu() - t0_cpu, 2)
+out["memo_after_sweep"] = cache.pod_wire.sizes()
+out["peak_after_sweep_mb"] = rss()["VmHWM"]
 # -- verify: the final state from scratch -------------------------------------------------
 # A second cache, with its own PodWire (nothing remembered), fed the listed pods with every
 # event applied, installed at once: its records and snapshot must equal the ones the

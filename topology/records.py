@@ -697,8 +697,6 @@ _MEMO_CAP = 1 << 18
 node, so this holds one entry per node of a 100k-node fleet and more."""
 _MISSING = object()
 _NO_CLAIMS = (b"", b"null", b"[]")
-_PER_POD = ("labels", "annotations", "owner", "node_affinity")
-"""Memo tables whose entries are mostly one pod's own (what PodWire.forget drops)."""
 _HELD_BY: dict[str, Callable[[PodRecord], object]] = {
     "labels": lambda r: r.labels, "annotations": lambda r: r.annotations,
     "owner": lambda r: r.owner, "requests": lambda r: r.requests,
@@ -755,10 +753,12 @@ class PodWire(StructWire):
     def crowded(self, live: int) -> bool:
         """Whether some table holds more than 1.25 entries per live pod (plus a slack):
         then entries no pod uses have piled up where forget() cannot see them: the
-        earlier labels and annotations of pods that changed them (a controller writing
-        an annotation every second leaves one entry per write), the pods deleted while
-        no watch ran (no DELETED event names them), per-pod rules keyed by a pod's own
-        labels (matchLabelKeys). Checked on each event: a few len() calls."""
+        earlier labels and annotations of pods that changed them (every bound pod: the
+        API server's PodTopologyLabels plugin adds the node's zone and region labels at
+        binding; a controller writing an annotation every second leaves one entry per
+        write), the pods deleted while no watch ran (no DELETED event names them),
+        per-pod rules keyed by a pod's own labels (matchLabelKeys). Checked on each
+        event: a few len() calls."""
         limit = live + live // 4 + _SWEEP_SLACK
         return any(len(table) > limit for table in self._memo.values())
 
@@ -772,9 +772,9 @@ class PodWire(StructWire):
         re-list, so its cost is amortised over at least a quarter of the live pods'
         worth of new entries. A record elsewhere (a snapshot in flight) keeps its own
         reference to a dropped entry; the next pod that needs it parses it again."""
-        live = list(live)
+        records = list(live)
         for kind, held_by in _HELD_BY.items():
-            held = {id(held_by(record)) for record in live}
+            held = {id(held_by(record)) for record in records}
             table = self._memo[kind]
             if kind == "node_affinity":
                 self._memo[kind] = {k: v for k, v in table.items() if id(v[0]) in held}

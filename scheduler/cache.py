@@ -247,8 +247,7 @@ class ClusterCache:
                 if record is None:
                     return
                 self.put_pod(record)
-                if self.pod_wire.crowded(len(self.pods)):
-                    self.pod_wire.sweep(self.pods.values())
+                self.pod_wire.tidy(self.pods.values())
         # A pod gone (deleted, or finished: it leaves the unfinished-pods watch) frees room.
         self.on_change(Change.FREED if kind == "DELETED" else Change.PODS)
 
@@ -287,8 +286,7 @@ class ClusterCache:
                 self.finished[key] = record
             else:
                 self.finished.pop(key, None)
-            if self.finished_wire.crowded(len(self.finished)):
-                self.finished_wire.sweep(self.finished.values())
+            self.finished_wire.tidy(self.finished.values())
         # A member that finished may be what its gang's waiting members were waiting for.
         self.on_change(Change.PODS)
 

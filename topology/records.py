@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -761,6 +761,11 @@ class PodWire(StructWire):
         event: a few len() calls."""
         limit = live + live // 4 + _SWEEP_SLACK
         return any(len(table) > limit for table in self._memo.values())
+
+    def tidy(self, live: Collection[PodRecord]) -> None:
+        """Sweeps when crowded: what the cache calls after each event."""
+        if self.crowded(len(live)):
+            self.sweep(live)
 
     def sizes(self) -> str:
         """Entries per table, for the heap census (`kind=count ...`)."""

@@ -191,21 +191,32 @@ def ranked_pod(index: int, owned: bool = False) -> dict:
     return made
 
 
-def test_what_a_deleted_pod_alone_used_is_forgotten():
-    """The memo follows the pods that exist, not every pod ever seen: a pod's unique
-    labels (a rank label) and its job's owner go with it (the cache's DELETED event)."""
+def fed_cache():
+    """A ClusterCache, and a function feeding it one watch event of a pod (as a dict)
+    through its own PodWire, as the pod watch does."""
     from scheduler.cache import ClusterCache
     from topology.presets import resolve_preset
 
     cache = ClusterCache(resolve_preset("aws"))
+
+    def event(kind: str, made: dict) -> None:
+        _, obj = cache.pod_wire.event(orjson.dumps({"type": kind, "object": made}))
+        cache.pod_event(kind, obj)
+
+    return cache, event
+
+
+def test_what_a_deleted_pod_alone_used_is_forgotten():
+    """The memo follows the pods that exist, not every pod ever seen: a pod's unique
+    labels (a rank label) and its job's owner go with it (the cache's DELETED event)."""
+    cache, feed = fed_cache()
     wire = cache.pod_wire
 
     def pod(index: int) -> dict:
         return ranked_pod(index, owned=True)
 
     def event(kind: str, index: int) -> None:
-        _, obj = wire.event(orjson.dumps({"type": kind, "object": pod(index)}))
-        cache.pod_event(kind, obj)
+        feed(kind, pod(index))
 
     for index in range(200):
         event("ADDED", index)
@@ -253,7 +264,7 @@ def test_a_relist_drops_what_only_pods_deleted_during_the_gap_used():
     watcher._list()
     after = wire._memo["labels"]
     assert len(cache.pods) == 100 and len(after) == 100
-    assert all(after[key] is before[key] for key in after)  # moved over, not parsed again
+    assert all(after[key] is before[key] for key in after)  # kept, not parsed again
     assert [cache.pods[f"ml/p-{i}"] for i in range(100)] == [
         pod_from_json(pod(i)) for i in range(100)]
 
@@ -263,16 +274,10 @@ def test_annotations_a_pod_rewrites_do_not_pile_up_in_the_memo():
     DELETED event names only a pod's last state, so each earlier annotation stayed in
     the memo (one entry per write, for good: ~0.4 KiB each). The tables are swept when
     they hold far more entries than there are pods, keeping what live records hold."""
-    from scheduler.cache import ClusterCache
-    from topology.presets import resolve_preset
     from topology.records import _SWEEP_SLACK
 
-    cache = ClusterCache(resolve_preset("aws"))
+    cache, event = fed_cache()
     wire = cache.pod_wire
-
-    def event(kind: str, made: dict) -> None:
-        _, obj = wire.event(orjson.dumps({"type": kind, "object": made}))
-        cache.pod_event(kind, obj)
 
     for index in range(50):
         event("ADDED", ranked_pod(index, owned=True))
@@ -301,16 +306,10 @@ def test_labels_the_api_server_adds_at_binding_do_not_pile_up_in_the_memo():
     region labels onto each pod it binds. A pod's pending labels then differ from the
     ones its DELETED event names: every pod with labels of its own (a rank) left its
     pending entry behind, for good (the soak's hour bound 16,732 pods)."""
-    from scheduler.cache import ClusterCache
-    from topology.presets import resolve_preset
     from topology.records import _SWEEP_SLACK
 
-    cache = ClusterCache(resolve_preset("aws"))
+    cache, event = fed_cache()
     wire = cache.pod_wire
-
-    def event(kind: str, made: dict) -> None:
-        _, obj = wire.event(orjson.dumps({"type": kind, "object": made}))
-        cache.pod_event(kind, obj)
 
     most, bound = 0, {}
     for index in range(_SWEEP_SLACK + 2000):  # 100 pods live at a time

@@ -149,7 +149,7 @@ def test_rss_is_judged_once_the_windows_a_leader_keeps_have_filled():
     from types import SimpleNamespace
 
     from benchmarks.soak.replicas import Incarnation
-    from benchmarks.soak.report import RSS_WARMUP_S, _incarnation_growth
+    from benchmarks.soak.report import RSS_WARMUP_BEFORE_S, RSS_WARMUP_S, _incarnation_growth
 
     assert RSS_WARMUP_S == 600.0
 
@@ -166,7 +166,7 @@ def test_rss_is_judged_once_the_windows_a_leader_keeps_have_filled():
 
     assert growth(0.025) == pytest.approx(0.025, abs=0.002)
     assert growth(0.15) == pytest.approx(0.15, abs=0.002)  # a leak still fails
-    assert growth(0.025, warmup_s=300.0) > 0.10  # what 300 s of warm-up judged
+    assert growth(0.025, warmup_s=RSS_WARMUP_BEFORE_S) > 0.10  # what 300 s judged
 
 
 def test_requests_per_minute_of_waiting_skip_the_first_minute():
